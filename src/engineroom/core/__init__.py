@@ -1,0 +1,1 @@
+"""The platform kernel: everything the domain modules share, and no domain code."""

@@ -1,0 +1,141 @@
+"""Engines, sessions and the unit of work.
+
+One ``Database`` per process owns a primary engine (writes) and zero or more read engines
+(replicas). With SQLite the read engine is a second pool on the same file whose
+transactions stay deferred, while the write engine opens every transaction with
+``BEGIN IMMEDIATE`` (see docs/adr/0003-sqlite-begin-immediate.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from engineroom.settings import Settings
+
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+CONNECT_TIMEOUT_S = 10
+
+AfterCommitHook = Callable[[AsyncSession], None]
+
+
+def _sqlite_pragmas(*, read_only: bool) -> Callable[[AsyncEngine], None]:
+    begin_statement = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+
+    def install(engine: AsyncEngine) -> None:
+        @event.listens_for(engine.sync_engine, "connect")
+        def on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+            # Let SQLAlchemy, not the driver, decide when a transaction begins.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            if read_only:
+                # A write through a read session fails loudly instead of vanishing in
+                # the rollback that ends every read transaction.
+                cursor.execute("PRAGMA query_only=ON")
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def on_begin(connection: Any) -> None:
+            connection.exec_driver_sql(begin_statement)
+
+    return install
+
+
+def create_engine_for(url: str, settings: Settings, *, read_only: bool = False) -> AsyncEngine:
+    """Create an async engine with the per-dialect settings this project relies on."""
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"echo": settings.database_echo}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        engine = create_async_engine(url, **kwargs)
+        _sqlite_pragmas(read_only=read_only)(engine)
+        return engine
+    kwargs.update(
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+    if parsed.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {"timeout": CONNECT_TIMEOUT_S, "command_timeout": 60}
+    else:
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    return create_async_engine(url, **kwargs)
+
+
+class Database:
+    """The process's engines and session factories."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.url = settings.resolved_database_url
+        self.engine = create_engine_for(self.url, settings)
+        replica_urls = list(settings.database_replica_urls)
+        if not replica_urls and settings.is_embedded_database:
+            replica_urls = [self.url]
+        self.read_engines = [create_engine_for(u, settings, read_only=True) for u in replica_urls]
+        self._session_factory = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._read_factories = [
+            async_sessionmaker(e, expire_on_commit=False) for e in self.read_engines
+        ] or [self._session_factory]
+        self._read_cycle = itertools.cycle(self._read_factories)
+        self._after_commit_hooks: list[AfterCommitHook] = []
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def add_after_commit_hook(self, hook: AfterCommitHook) -> None:
+        """Run ``hook(session)`` after each successful commit of a unit of work."""
+        self._after_commit_hooks.append(hook)
+
+    def session(self) -> AsyncSession:
+        return self._session_factory()
+
+    def read_session(self) -> AsyncSession:
+        return next(self._read_cycle)()
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        async with self._session_factory() as session:
+            async with session.begin():
+                yield session
+            for hook in self._after_commit_hooks:
+                hook(session)
+
+    @asynccontextmanager
+    async def read_only(self) -> AsyncIterator[AsyncSession]:
+        """A read transaction, on a replica when one is configured; never committed."""
+        async with self.read_session() as session, session.begin():
+            yield session
+            await session.rollback()
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.exec_driver_sql("SELECT 1")
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        for engine in self.read_engines:
+            await engine.dispose()

@@ -1,0 +1,1 @@
+"""Alembic migrations: the shared environment, the runner and the kernel's revisions."""
