@@ -1,5 +1,8 @@
 """Every migration, on each of the three real databases: empty -> heads -> base.
 
+Every module of the catalog takes part, plus the test-only demo module, so a module that
+lands with a migration that does not run on one of the three databases fails here.
+
 After the upgrade the schema must match the models exactly (Alembic's autogenerate
 comparison finds nothing), so a model changed without a migration fails here.
 """
@@ -15,6 +18,7 @@ from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import engineroom.core.events.models  # noqa: F401 - registers the kernel's tables
+from engineroom.catalog import load_modules
 from engineroom.core.db import Database
 from engineroom.core.migrations.runner import (
     downgrade,
@@ -27,9 +31,9 @@ from engineroom.core.models import Base
 from engineroom.settings import Settings
 from tests.support.demo_module import demo_module
 
-MODULES = (demo_module,)
+MODULES = (*load_modules(), demo_module)
 REPOSITORY = Path(__file__).resolve().parents[2]
-BRANCHES = ("core", "demo")
+BRANCHES = ("core", *(module.name for module in MODULES))
 
 
 def _settings(tmp_path: Path, url: str) -> Settings:
@@ -55,10 +59,11 @@ _UPGRADE = """
 import sys
 from engineroom.core.migrations.runner import upgrade_sync
 from engineroom.settings import Settings
+from engineroom.catalog import load_modules
 from tests.support.demo_module import demo_module
 url, data_dir = sys.argv[1:3]
 settings = Settings(_env_file=None, environment="test", data_dir=data_dir, database_url=url)
-upgrade_sync(settings, [demo_module])
+upgrade_sync(settings, [*load_modules(), demo_module])
 """
 
 

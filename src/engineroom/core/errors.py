@@ -124,6 +124,16 @@ def problem_response(request: Request, error: ErrorDetail) -> Response:
     )
 
 
+def errors_object_response(request: Request, error: ErrorDetail) -> Response:
+    """Render the RealWorld (Conduit) shape: ``{"errors": {"field": ["message", ...]}}``.
+
+    Errors that are not about one field go under ``"body"``, as that spec's examples do.
+    Modules serving RealWorld routes register this for their path prefix.
+    """
+    errors = error.field_errors or {"body": [error.message]}
+    return ORJSONResponse({"errors": errors}, status_code=error.status, headers=error.headers)
+
+
 def _title(status: int) -> str:
     try:
         return HTTPStatus(status).phrase

@@ -10,10 +10,12 @@ from starlette.responses import Response
 
 from engineroom.core.errors import (
     AppError,
+    Conflict,
     ErrorDetail,
     ErrorRenderers,
     NotFound,
     error_responses,
+    errors_object_response,
     install_error_handlers,
 )
 from engineroom.core.responses import ORJSONResponse
@@ -120,3 +122,37 @@ def test_app_error_carries_status_and_headers() -> None:
     error = AppError("nope", headers={"Retry-After": "3"})
     assert error.status == 400
     assert error.headers == {"Retry-After": "3"}
+
+
+async def test_errors_object_renderer_uses_the_realworld_shape() -> None:
+    app = FastAPI()
+    renderers = ErrorRenderers()
+    renderers.register("/api/", errors_object_response)
+    install_error_handlers(app, renderers)
+
+    @app.get("/api/thing")
+    async def thing() -> None:
+        raise NotFound("No such thing.")
+
+    @app.get("/api/v1/thing")
+    async def native_thing() -> None:
+        raise NotFound("No such thing.")
+
+    @app.post("/api/things")
+    async def create(payload: dict[str, int]) -> None:
+        raise Conflict("taken", field_errors={"name": ["has already been taken"]})
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.get("/api/thing")
+        taken = await client.post("/api/things", json={"a": 1})
+        invalid = await client.post("/api/things", json={"a": "x"})
+        native = await client.get("/api/v1/thing")
+    assert response.status_code == 404
+    assert response.json() == {"errors": {"body": ["No such thing."]}}
+    assert taken.status_code == 409
+    assert taken.json() == {"errors": {"name": ["has already been taken"]}}
+    assert invalid.status_code == 422
+    assert list(invalid.json()["errors"]) == ["a"]
+    # The native API keeps problem documents even under a registered "/api/" prefix.
+    assert native.headers["content-type"].startswith("application/problem+json")
