@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from engineroom import __version__
-from engineroom.catalog import load_modules
+from engineroom.catalog import load_modules, peers_of
 from engineroom.core.errors import ErrorRenderers, install_error_handlers
 from engineroom.core.graphql import build_graphql_router
 from engineroom.core.health import router as health_router
@@ -51,18 +51,23 @@ def create_app(
     modules: Sequence[Module] | None = None,
     *,
     run_background: bool = True,
+    peer_modules: Sequence[Module] | None = None,
 ) -> FastAPI:
-    """Compose the app from ``modules`` (default: every module in the catalog).
+    """Compose the app from ``modules`` (default: the catalog modules the settings select).
 
     ``run_background=False`` keeps the outbox relay and the job worker stopped, for tools
-    (such as ``engineroom openapi``) that only need the routes.
+    (such as ``engineroom openapi``) that only need the routes. ``peer_modules`` are the
+    modules other processes serve (default: the rest of the catalog when the modules come
+    from the settings; none when the caller passes its own list).
     """
     settings = settings or load_settings()
     if modules is None:
         modules = load_modules(settings.modules or None)
+        if peer_modules is None:
+            peer_modules = peers_of(modules)
     selected = tuple(modules)
     configure_logging(settings)
-    platform = Platform(settings, selected)
+    platform = Platform(settings, selected, peer_modules=peer_modules or ())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -44,3 +44,9 @@ def load_modules(names: Iterable[str] | None = None) -> list[Module]:
             raise TypeError(f"{target} is not a Module")
         modules.append(module)
     return modules
+
+
+def peers_of(selected: Iterable[Module]) -> list[Module]:
+    """Catalog modules not in ``selected``: served by other processes in a split topology."""
+    names = {module.name for module in selected}
+    return [module for module in load_modules() if module.name not in names]

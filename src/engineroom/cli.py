@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engineroom import __version__
 from engineroom.app import create_app
-from engineroom.catalog import UnknownModuleError, load_modules, parse_module_names
+from engineroom.catalog import UnknownModuleError, load_modules, parse_module_names, peers_of
 from engineroom.core.db import Database
 from engineroom.core.migrations.runner import (
     MigrationError,
@@ -279,7 +279,7 @@ def _uvicorn_options(plan: ServePlan) -> dict[str, Any]:
 
 
 def run_single_process(plan: ServePlan) -> None:
-    app = create_app(plan.settings, plan.modules)
+    app = create_app(plan.settings, plan.modules, peer_modules=peers_of(plan.modules))
     server = uvicorn.Server(uvicorn.Config(app, **_uvicorn_options(plan)))
 
     def request_stop(_signum: int, _frame: FrameType | None) -> None:
@@ -415,7 +415,7 @@ def migrate(
 
 async def run_worker(settings: Settings, modules: Sequence[Module]) -> None:
     """Relay the outbox and run jobs from the broker until SIGINT or SIGTERM."""
-    platform = Platform(settings, modules)
+    platform = Platform(settings, modules, peer_modules=peers_of(modules))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in _STOP_SIGNALS:

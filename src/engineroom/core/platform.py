@@ -25,14 +25,32 @@ logger = structlog.get_logger("engineroom.platform")
 
 
 class Platform:
-    def __init__(self, settings: Settings, modules: Sequence[Module]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        modules: Sequence[Module],
+        *,
+        peer_modules: Sequence[Module] = (),
+    ) -> None:
+        """``peer_modules``: modules other processes serve on the same database (a
+        ``serve --modules`` subset). Events fanned out here also get delivery rows for
+        their subscribers, so no event is lost to a module that runs elsewhere."""
         self.settings = settings
         self.modules = tuple(modules)
         self.database = Database(settings)
         self.subscriptions: tuple[Subscription, ...] = tuple(
             subscription for module in self.modules for subscription in module.subscriptions
         )
-        self.relay = OutboxRelay(self.database, self.subscriptions, settings)
+        local = {module.name for module in self.modules}
+        peer_subscriptions = tuple(
+            subscription
+            for module in peer_modules
+            if module.name not in local
+            for subscription in module.subscriptions
+        )
+        self.relay = OutboxRelay(
+            self.database, self.subscriptions, settings, peer_subscriptions=peer_subscriptions
+        )
         self.database.add_after_commit_hook(self.relay.after_commit)
         self.cache: Cache = create_cache(settings)
         self.rate_limiter = RateLimiter(settings)

@@ -463,3 +463,29 @@ async def test_purge_removes_only_old_fully_delivered_events(
     assert remaining == {owed.id, recent.id}
     assert delivered.id not in delivery_events
     assert {owed.id, recent.id} <= delivery_events
+
+
+async def test_peer_subscribers_get_deliveries_that_only_their_process_runs(
+    database: Database, settings: Settings, clock: FakeClock
+) -> None:
+    # Two processes serve different modules on one database: whichever fans out first
+    # must create the other's delivery rows, or the other never hears of the event.
+    blog = recorder("blog.project_author", "identity.user.*")
+    identity_process = OutboxRelay(
+        database,
+        [recorder("identity.audit", "identity.user.*")],
+        settings,
+        clock=clock,
+        peer_subscriptions=[blog],
+    )
+    blog_process = OutboxRelay(database, [blog], settings, clock=clock)
+    event = await commit_event(database, "identity.user.registered", user_id="u1")
+
+    assert await identity_process.run_once() == 1
+    assert (await delivery(database, event.id, "blog.project_author")).status == "pending"
+    assert await identity_process.run_once() == 0  # not its subscriber to run
+    assert await blog_process.run_once() == 1
+    assert await effects(database) == [
+        (event.id, "identity.audit"),
+        (event.id, "blog.project_author"),
+    ]

@@ -86,7 +86,11 @@ class OutboxRelay:
         settings: Settings,
         *,
         clock: Callable[[], datetime] = utcnow,
+        peer_subscriptions: Sequence[Subscription] = (),
     ) -> None:
+        """``peer_subscriptions`` belong to modules served by other processes that share
+        this database: this relay creates their delivery rows (whichever process fans an
+        event out first marks it dispatched) but leaves running them to those processes."""
         self.database = database
         self.settings = settings
         self._clock = clock
@@ -95,6 +99,9 @@ class OutboxRelay:
             if subscription.name in self._subscriptions:
                 raise ValueError(f"duplicate subscription name {subscription.name!r}")
             self._subscriptions[subscription.name] = subscription
+        self._fan_out_targets = dict(self._subscriptions)
+        for subscription in peer_subscriptions:
+            self._fan_out_targets.setdefault(subscription.name, subscription)
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -220,7 +227,7 @@ class OutboxRelay:
                     next_attempt_at=now,
                 )
                 for event_id, event_type in rows
-                for name, subscription in self._subscriptions.items()
+                for name, subscription in self._fan_out_targets.items()
                 if subscription.matches(event_type) and (event_id, name) not in existing
             )
             await session.execute(

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 import strawberry
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
 from strawberry.extensions import (
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -99,7 +101,7 @@ def build_graphql_router(
 
     GraphiQL is served on ``GET`` (``Accept: text/html``) outside production only.
     """
-    return GraphQLRouter(
+    router: GraphQLRouter[GraphQLContext, None] = GraphQLRouter(
         build_schema(modules, settings),
         path="",
         graphql_ide="graphiql" if settings.is_development else None,
@@ -108,3 +110,28 @@ def build_graphql_router(
         subscription_protocols=(),
         tags=["graphql"],
     )
+    _document_routes(router)
+    return router
+
+
+_SUMMARIES = {
+    "GET": "GraphQL query over GET (GraphiQL in development)",
+    "POST": "GraphQL query or mutation",
+}
+
+
+def _document_routes(router: APIRouter) -> None:
+    """Give the generated GraphQL routes readable OpenAPI summaries and error responses."""
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        method = next(iter(route.methods or {"POST"}))
+        route.summary = _SUMMARIES.get(method, route.summary)
+        route.description = (
+            "Execute a GraphQL document against the schema composed from every module. "
+            "Errors are reported in the `errors` array of the GraphQL response."
+        )
+        route.responses.setdefault(
+            400,
+            {"description": "Not a GraphQL request, or a mutation sent over GET (use POST)."},
+        )

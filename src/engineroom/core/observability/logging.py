@@ -76,11 +76,20 @@ def _render_processors(log_format: str) -> list[Processor]:
     return [structlog.dev.ConsoleRenderer(colors=colors)]
 
 
+def _drop_color_message(
+    _logger: object, _method: str, event_dict: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """uvicorn attaches an ANSI-coloured copy of each message; it is noise in log lines."""
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
 def _formatter(settings: Settings) -> structlog.stdlib.ProcessorFormatter:
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             *_shared_processors(),
             structlog.stdlib.ExtraAdder(),
+            _drop_color_message,
         ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
