@@ -12,7 +12,11 @@ from collections.abc import Iterable, Mapping
 from engineroom.core.module import Module
 
 # Domain modules register here as they land (identity, blog, shop, chat, analytics).
-AVAILABLE_MODULES: Mapping[str, str] = {}
+AVAILABLE_MODULES: Mapping[str, str] = {
+    "identity": "engineroom.identity:module",
+    "blog": "engineroom.blog:module",
+    "chat": "engineroom.chat:module",
+}
 
 
 class UnknownModuleError(ValueError):

@@ -17,19 +17,23 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 from click.testing import Result
 from typer.testing import CliRunner
 
 from engineroom import __version__
+from engineroom.catalog import load_modules
 from engineroom.cli import (
     CliError,
     ServePlan,
     cli,
+    mount_module_commands,
     plan_serve,
     prepare_database,
     redact_url,
     startup_lines,
 )
+from engineroom.core.module import Module
 from engineroom.settings import SECRET_KEY_FILENAME, load_settings
 from tests.support.server import make_self_signed_certificate
 
@@ -213,9 +217,9 @@ def test_unknown_module_is_refused(option: str) -> None:
 
 
 def test_unknown_module_from_the_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ENGINEROOM_MODULES", "blog,nope")
+    monkeypatch.setenv("ENGINEROOM_MODULES", "blog,nope,shopp")
 
-    assert_refused(invoke("migrate"), "unknown module(s): blog, nope")
+    assert_refused(invoke("migrate"), "unknown module(s): nope, shopp")
 
 
 def test_worker_needs_a_broker() -> None:
@@ -370,6 +374,38 @@ async def test_serve_refuses_unmigrated_postgres_until_migrated(
     assert migrated.stdout.startswith("applied ")
 
     settings = load_settings()
-    await prepare_database(settings, [])
+    # The modules `migrate` applied: a module's first revision depends on the core head,
+    # so the version table records the module's head in place of the core one.
+    modules = load_modules()
+    await prepare_database(settings, modules)
     with pytest.raises(CliError):
-        await prepare_database(settings.model_copy(update={"database_url": postgres_url + "x"}), [])
+        await prepare_database(
+            settings.model_copy(update={"database_url": postgres_url + "x"}), modules
+        )
+
+
+def test_modules_contribute_sub_commands() -> None:
+    app = typer.Typer()
+
+    @app.command()
+    def serve() -> None:
+        """A built-in command."""
+
+    extra = typer.Typer()
+
+    @extra.command("say-hello")
+    def say_hello(name: str) -> None:
+        typer.echo(f"hello {name}")
+
+    mount_module_commands(app, [Module(name="greeter", commands=extra), Module(name="plain")])
+    result = runner.invoke(app, ["greeter", "say-hello", "you"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "hello you\n"
+    with pytest.raises(ValueError, match="a command of that name exists"):
+        mount_module_commands(app, [Module(name="serve", commands=typer.Typer())])
+
+
+def test_catalog_module_commands_are_mounted_on_the_cli() -> None:
+    result = invoke("identity", "--help")
+    assert result.exit_code == 0
+    assert "rotate-keys" in result.stdout

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Literal, Protocol
 
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
 from engineroom.core.errors import Forbidden, Unauthorized
 
@@ -85,9 +86,25 @@ def extract_credentials(request: Request) -> Credentials | None:
     return None
 
 
+_PRINCIPAL_SCOPE_KEY = "engineroom.principal"
+
+
+def resolved_principal(request: HTTPConnection) -> Principal | None:
+    """The principal already resolved for this request, if any (no resolving here)."""
+    cached = request.scope.get(_PRINCIPAL_SCOPE_KEY)
+    return cached if isinstance(cached, Principal) else None
+
+
+def remember_principal(request: HTTPConnection, principal: Principal) -> None:
+    # Kept in the ASGI scope of this one request, not in ``request.state``: the state
+    # dict may be shared between requests (lifespan state copied shallowly), and a
+    # principal must never carry over to the next caller.
+    request.scope[_PRINCIPAL_SCOPE_KEY] = principal
+
+
 async def get_optional_principal(request: Request) -> Principal | None:
-    cached = getattr(request.state, "principal", None)
-    if isinstance(cached, Principal):
+    cached = resolved_principal(request)
+    if cached is not None:
         return cached
     credentials = extract_credentials(request)
     if credentials is None:
@@ -96,7 +113,7 @@ async def get_optional_principal(request: Request) -> Principal | None:
     principal = await resolver(credentials, request) if resolver is not None else None
     if principal is None:
         raise Unauthorized("The credentials are not valid.", headers={"WWW-Authenticate": "Bearer"})
-    request.state.principal = principal
+    remember_principal(request, principal)
     return principal
 
 

@@ -16,7 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from engineroom.core.platform import Platform
 
 
-def get_platform(request: Request) -> Platform:
+async def get_platform(request: Request) -> Platform:
+    # async on purpose: FastAPI runs plain-def dependencies in its thread pool, which
+    # would cost every request a thread hop for a dictionary lookup.
     platform: Platform = request.app.state.platform
     return platform
 

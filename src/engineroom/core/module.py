@@ -19,6 +19,8 @@ from engineroom.core.events import Subscription
 from engineroom.core.jobs import JobSpec
 
 if TYPE_CHECKING:
+    import typer
+
     from engineroom.core.platform import Platform
 
 LifecycleHook = Callable[["Platform"], Awaitable[None]]
@@ -42,7 +44,12 @@ class Module:
     """Turns credentials into a Principal; the identity module provides it."""
     on_startup: Sequence[LifecycleHook] = ()
     on_shutdown: Sequence[LifecycleHook] = ()
+    on_drain: Sequence[LifecycleHook] = ()
+    """Run when the server stops accepting connections, before it closes the open ones
+    (a WebSocket transport tells its clients to reconnect elsewhere)."""
     openapi_tag: str | None = None
+    commands: typer.Typer | None = None
+    """Sub-commands mounted as ``engineroom <module name> ...`` (e.g. key rotation)."""
     description: str = ""
 
     def __post_init__(self) -> None:

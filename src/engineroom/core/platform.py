@@ -74,6 +74,15 @@ class Platform:
         self._started = True
         logger.info("platform_started", modules=[m.name for m in self.modules])
 
+    async def drain(self) -> None:
+        """The server stopped accepting connections: let modules wind down the open ones."""
+        for module in reversed(self.modules):
+            for hook in module.on_drain:
+                try:
+                    await hook(self)
+                except Exception:
+                    logger.exception("module_drain_failed", module=module.name)
+
     async def stop(self) -> None:
         for module in reversed(self.modules):
             for hook in module.on_shutdown:

@@ -35,7 +35,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from redis.asyncio import ConnectionPool
 
-from engineroom.core.auth import Principal
+from engineroom.core.auth import resolved_principal
 from engineroom.core.errors import RateLimited
 from engineroom.settings import Settings
 
@@ -125,6 +125,19 @@ class RateLimiter:
             reset_after=max(0.0, stats.reset_time - time.time()),
         )
 
+    async def peek(self, limit: str, *keys: str) -> RateLimitResult:
+        """The state of ``limit`` for ``keys`` without counting a hit: ``allowed`` says
+        whether one more hit would fit. For limits on failures only (count with ``hit``
+        after a failure, ``peek`` before trying)."""
+        item = parse_limit(limit)
+        stats = await self._strategy.get_window_stats(item, *(_escape(key) for key in keys))
+        return RateLimitResult(
+            allowed=stats.remaining > 0,
+            limit=item.amount,
+            remaining=max(0, stats.remaining),
+            reset_after=max(0.0, stats.reset_time - time.time()),
+        )
+
     async def reset(self, limit: str, *keys: str) -> None:
         """Forget the hits counted for ``keys`` (e.g. failed logins after a success)."""
         item = parse_limit(limit)
@@ -167,8 +180,8 @@ def client_key(request: Request) -> str:
     server with its proxy-header support (uvicorn ``--forwarded-allow-ips``) so that it
     is the real client and not the proxy.
     """
-    principal = getattr(request.state, "principal", None)
-    if isinstance(principal, Principal):
+    principal = resolved_principal(request)
+    if principal is not None:
         return f"user:{principal.subject}"
     host = request.client.host if request.client else ""
     return f"ip:{_client_network(host)}"

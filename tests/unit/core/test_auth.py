@@ -145,3 +145,39 @@ def test_ownership_helper() -> None:
     stranger = Principal(subject="u-bob")
     with pytest.raises(Forbidden):
         ensure_owner_or_permitted(stranger, "u-alice", "blog:article:delete")
+
+
+async def test_a_principal_never_carries_over_to_the_next_request(
+    resolver: FakeResolver,
+) -> None:
+    # A lifespan that yields state makes every request's ``request.state`` start from
+    # the same dict; asgi-lifespan even shares it outright. The principal must not ride
+    # along into the next request.
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    from asgi_lifespan import LifespanManager
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, object]]:
+        yield {"shared": True}
+
+    app = FastAPI(lifespan=lifespan)
+    app.state.principal_resolver = resolver
+    install_error_handlers(app, ErrorRenderers())
+
+    @app.get("/api/v1/maybe")
+    async def maybe(principal: OptionalPrincipal) -> dict[str, str | None]:
+        return {"subject": principal.subject if principal else None}
+
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            first = await client.get(
+                "/api/v1/maybe", headers={"Authorization": "Bearer alice-token"}
+            )
+            second = await client.get("/api/v1/maybe")
+            third = await client.get("/api/v1/maybe", headers={"Authorization": "Bearer mod-token"})
+    assert first.json() == {"subject": ALICE.subject}
+    assert second.json() == {"subject": None}
+    assert third.json() == {"subject": MOD.subject}

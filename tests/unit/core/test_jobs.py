@@ -1,17 +1,22 @@
-"""The in-process job queue (embedded topology): background runs, retries, draining."""
+"""The in-process job queue (embedded topology): background runs, retries, draining;
+and the bounded consumption every broker worker goes through."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
+from taskiq import AckableMessage
+from taskiq.utils import maybe_awaitable
 
 from engineroom.core.jobs import JobContext, Jobs, JobSpec
+from engineroom.core.jobs.listening import WorkerRun, bounded_listen, finish_within
 from engineroom.settings import Settings
 
 WAIT_SECONDS = 10.0
@@ -351,3 +356,77 @@ async def test_stop_without_start_and_twice_is_harmless(settings: Settings) -> N
     await jobs.start()
     await jobs.stop()
     await jobs.stop()
+
+
+# ---- stopping a worker whatever its broker client does ---------------------------------
+
+
+async def deaf_broker(
+    pulling: asyncio.Event, release: asyncio.Event
+) -> AsyncGenerator[bytes, None]:
+    """A broker client that loses cancellations, as redis-py and aiormq can on Python 3.11
+    (``asyncio.wait_for`` returns its inner result when a cancellation arrives with it)."""
+    yield b"first"
+    while not release.is_set():
+        pulling.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await release.wait()
+    yield b"late"
+
+
+async def test_a_pull_that_loses_its_cancellation_does_not_hang_the_stop() -> None:
+    pulling, release = asyncio.Event(), asyncio.Event()
+    run = WorkerRun(close_timeout=0.05)
+    listener = bounded_listen(deaf_broker(pulling, release), run)
+    assert await anext(listener) == b"first"
+
+    # What taskiq's Receiver does at stop: cancel the pending pull, await it, close.
+    pending = asyncio.create_task(anext(listener))
+    await pulling.wait()
+    pending.cancel()
+    done, _ = await asyncio.wait({pending}, timeout=WAIT_SECONDS)
+    assert pending in done
+    assert pending.cancelled()
+    await asyncio.wait_for(listener.aclose(), WAIT_SECONDS)
+
+    # The deaf pull is left behind, for the worker to cancel once the broker is closed.
+    (stranded,) = run.stranded
+    assert not stranded.done()
+    release.set()
+    await asyncio.wait({stranded}, timeout=WAIT_SECONDS)
+    assert run.stranded == set()
+
+
+async def test_finish_within_bounds_work_that_ignores_cancellation() -> None:
+    release = asyncio.Event()
+
+    async def deaf() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    task = await asyncio.wait_for(finish_within(deaf(), 0.05), WAIT_SECONDS)
+    assert not task.done()
+    release.set()
+    await asyncio.wait({task}, timeout=WAIT_SECONDS)
+    assert task.done()
+
+
+async def test_no_acknowledgement_once_the_worker_abandoned_its_jobs() -> None:
+    acked: list[bytes] = []
+
+    def acker(data: bytes) -> Callable[[], None]:
+        return lambda: acked.append(data)
+
+    async def broker() -> AsyncGenerator[AckableMessage, None]:
+        for data in (b"finished in time", b"cut short at stop"):
+            yield AckableMessage(data=data, ack=acker(data))
+
+    run = WorkerRun()
+    listener = bounded_listen(broker(), run)
+    finished, cut_short = [message async for message in listener]
+    await maybe_awaitable(finished.ack())
+    run.abandoned = True
+    await maybe_awaitable(cut_short.ack())
+    # The second stays unacknowledged, so the broker delivers it again.
+    assert acked == [b"finished in time"]

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI, Request
 
-from engineroom.core.auth import Principal
+from engineroom.core.auth import Principal, remember_principal
 from engineroom.core.errors import ErrorRenderers, install_error_handlers
 from engineroom.core.http import install_middleware
 from engineroom.core.ratelimit import RateLimit, RateLimiter, RateLimitResult, client_key
@@ -33,7 +33,7 @@ async def use_header_principal(request: Request) -> None:
     """Stands in for the auth dependency: the principal is resolved before the limit."""
     subject = request.headers.get("x-user")
     if subject:
-        request.state.principal = Principal(subject=subject)
+        remember_principal(request, Principal(subject=subject))
 
 
 def build_app(settings: Settings, limiter: RateLimiter) -> FastAPI:
@@ -206,6 +206,20 @@ async def test_reset_forgets_the_hits(limiter: RateLimiter) -> None:
     assert (await limiter.hit("1/minute", "login", "alice")).allowed
 
 
+async def test_peek_reports_without_counting(limiter: RateLimiter) -> None:
+    fresh = await limiter.peek("2/minute", "login", "bob")
+    assert fresh.allowed
+    assert fresh.remaining == 2
+    await limiter.hit("2/minute", "login", "bob")
+    assert (await limiter.peek("2/minute", "login", "bob")).remaining == 1
+    assert (await limiter.peek("2/minute", "login", "bob")).remaining == 1
+    await limiter.hit("2/minute", "login", "bob")
+    full = await limiter.peek("2/minute", "login", "bob")
+    assert not full.allowed
+    assert full.remaining == 0
+    assert 0 < full.reset_after <= 60
+
+
 async def test_the_memory_limiter_is_ready(limiter: RateLimiter) -> None:
     await limiter.ping()
 
@@ -241,5 +255,5 @@ def test_client_keys_group_ipv6_by_64(host: str, key: str) -> None:
 
 def test_the_principal_wins_over_the_address() -> None:
     request = request_from("203.0.113.9")
-    request.state.principal = Principal(subject="user-1")
+    remember_principal(request, Principal(subject="user-1"))
     assert client_key(request) == "user:user-1"

@@ -3,31 +3,30 @@
 - no URL: ``InProcessBroker``, jobs run as tasks of this event loop (embedded topology);
 - ``amqp://``: RabbitMQ through ``taskiq_aio_pika``, one durable quorum queue, a delay
   queue for retry back-off (per-message TTL that dead-letters back into the job queue);
-- ``redis://``: a Redis stream through ``taskiq_redis.RedisStreamBroker``, chosen over the
-  list broker because a stream keeps a job until a worker acknowledges it, so a worker
-  that dies mid-job does not lose it (another worker reclaims it after ``idle_timeout``).
+- ``redis://``: a Redis stream read by a consumer group (``RedisJobBroker``), chosen over
+  a list because a stream keeps a job until a worker acknowledges it, so a worker that
+  dies mid-job does not lose it.
+
+The two network brokers hand messages to a worker through ``bounded_listen``, so that
+stopping a worker never waits on the broker client for longer than a fixed time.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from aio_pika import ExchangeType
-from redis.asyncio import Redis
-from taskiq import AsyncBroker, BrokerMessage, InMemoryBroker
+from taskiq import AckableMessage, AsyncBroker, BrokerMessage, InMemoryBroker
 from taskiq.exceptions import UnknownTaskError
 from taskiq_aio_pika import AioPikaBroker, Exchange, Queue, QueueType
-from taskiq_redis import RedisStreamBroker
+
+from engineroom.core.jobs.listening import WorkerRun, bounded_listen
+from engineroom.core.jobs.redis_stream import RedisJobBroker
 
 DEFAULT_QUEUE_NAME = "engineroom.jobs"
 NETWORK_TIMEOUT_SECONDS = 10.0
-REDIS_CONSUMER_GROUP = "engineroom"
-REDIS_READ_BLOCK_MS = 2000
-REDIS_STREAM_MAXLEN = 100_000
-"""Approximate cap on the stream (acknowledged entries stay until trimmed)."""
-REDIS_RECLAIM_AFTER_MS = 600_000
-"""A job unacknowledged for this long is taken over by another worker."""
 
 
 class InProcessBroker(InMemoryBroker):
@@ -51,19 +50,53 @@ class InProcessBroker(InMemoryBroker):
         task.add_done_callback(self.in_flight.discard)
 
 
+class AmqpJobBroker(AioPikaBroker):
+    """``AioPikaBroker`` consumed through ``bounded_listen``.
+
+    Nothing to release at stop: RabbitMQ requeues unacknowledged deliveries when the
+    worker's channel closes.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.run = WorkerRun()
+
+    def attach_worker(self, run: WorkerRun) -> None:
+        self.run = run
+
+    def listen(self) -> AsyncGenerator[AckableMessage, None]:
+        return bounded_listen(super().listen(), self.run)
+
+    async def release_unacknowledged(self) -> int:
+        return 0
+
+
 def create_broker(broker_url: str | None, queue_name: str) -> AsyncBroker:
     if broker_url is None:
         return InProcessBroker()
     if broker_url.startswith(("amqp://", "amqps://")):
         return _amqp_broker(broker_url, queue_name)
     if broker_url.startswith(("redis://", "rediss://")):
-        return _redis_broker(broker_url, queue_name)
+        return RedisJobBroker(broker_url, queue_name, NETWORK_TIMEOUT_SECONDS)
     raise ValueError(f"ENGINEROOM_BROKER_URL: unsupported scheme in {broker_url.split(':')[0]!r}")
 
 
 def has_native_delay(broker: AsyncBroker) -> bool:
     """Whether the broker itself can hold a message back (the ``delay`` label)."""
-    return isinstance(broker, AioPikaBroker)
+    return isinstance(broker, AmqpJobBroker | RedisJobBroker)
+
+
+def attach_worker(broker: AsyncBroker, run: WorkerRun) -> None:
+    """Let a network broker's consumption see the worker's stop and abandonment."""
+    if isinstance(broker, AmqpJobBroker | RedisJobBroker):
+        broker.attach_worker(run)
+
+
+async def release_unacknowledged(broker: AsyncBroker) -> int:
+    """Hand back to the broker the messages a stopped worker will not acknowledge."""
+    if isinstance(broker, AmqpJobBroker | RedisJobBroker):
+        return await broker.release_unacknowledged()
+    return 0
 
 
 def delay_queue_name(queue_name: str) -> str:
@@ -74,9 +107,9 @@ def dead_letter_queue_name(queue_name: str) -> str:
     return f"{queue_name}.dead_letter"
 
 
-def _amqp_broker(url: str, queue_name: str) -> AioPikaBroker:
+def _amqp_broker(url: str, queue_name: str) -> AmqpJobBroker:
     timeout = NETWORK_TIMEOUT_SECONDS
-    return AioPikaBroker(
+    return AmqpJobBroker(
         url=url,
         # The exchange carries the queue's name so that two deployments (or two test
         # runs) on one RabbitMQ never see each other's jobs.
@@ -95,34 +128,12 @@ def _amqp_broker(url: str, queue_name: str) -> AioPikaBroker:
     )
 
 
-def _redis_broker(url: str, queue_name: str) -> RedisStreamBroker:
-    return RedisStreamBroker(
-        url,
-        queue_name=queue_name,
-        consumer_group_name=REDIS_CONSUMER_GROUP,
-        # "0": a group created after jobs were already added still gets them.
-        consumer_id="0",
-        xread_block=REDIS_READ_BLOCK_MS,
-        maxlen=REDIS_STREAM_MAXLEN,
-        idle_timeout=REDIS_RECLAIM_AFTER_MS,
-        unacknowledged_lock_timeout=30,
-        socket_connect_timeout=NETWORK_TIMEOUT_SECONDS,
-        # Must exceed the blocking read above, or every idle read would time out.
-        socket_timeout=NETWORK_TIMEOUT_SECONDS + REDIS_READ_BLOCK_MS / 1000,
-    )
-
-
-def redis_lock_key(queue_name: str) -> str:
-    """The reclaim lock ``RedisStreamBroker`` keeps next to the stream."""
-    return f"autoclaim:{REDIS_CONSUMER_GROUP}:{queue_name}"
-
-
 async def waiting_jobs(broker: AsyncBroker, queue_name: str) -> int:
     """Jobs the broker holds that no worker has taken yet (delayed retries included)."""
-    if isinstance(broker, AioPikaBroker):
+    if isinstance(broker, AmqpJobBroker):
         return await _amqp_waiting(broker, queue_name)
-    if isinstance(broker, RedisStreamBroker):
-        return await _redis_waiting(broker, queue_name)
+    if isinstance(broker, RedisJobBroker):
+        return await broker.waiting()
     return 0
 
 
@@ -136,14 +147,3 @@ async def _amqp_waiting(broker: AioPikaBroker, queue_name: str) -> int:
             queue = await channel.declare_queue(name, passive=True, timeout=NETWORK_TIMEOUT_SECONDS)
             total += queue.declaration_result.message_count or 0
     return total
-
-
-async def _redis_waiting(broker: RedisStreamBroker, queue_name: str) -> int:
-    async with Redis(connection_pool=broker.connection_pool) as client:
-        groups: list[dict[str, Any]] = await client.xinfo_groups(queue_name)
-    for group in groups:
-        name = group.get("name")
-        if name in (REDIS_CONSUMER_GROUP, REDIS_CONSUMER_GROUP.encode()):
-            lag = group.get("lag")
-            return int(lag) if lag is not None else 0
-    return 0

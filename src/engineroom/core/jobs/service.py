@@ -10,7 +10,11 @@ worker that dies mid-job leaves the job to another), so jobs must be idempotent;
 id in ``JobContext`` is stable across retries and redeliveries.
 
 Failures are retried by taskiq's ``SmartRetryMiddleware`` with exponential back-off, up to
-``JobSpec.max_retries`` times, then given up and logged as ``job_gave_up``.
+``JobSpec.max_retries`` times, then given up and logged as ``job_gave_up``. On RabbitMQ
+and Redis the back-off is held by the broker, so a failed run is acknowledged at once and
+a stopping worker has no retry to wait for.
+
+Every stop is bounded in time, whatever the broker does: see ``listening``.
 """
 
 from __future__ import annotations
@@ -32,10 +36,13 @@ from engineroom.core.jobs.brokers import (
     DEFAULT_QUEUE_NAME,
     NETWORK_TIMEOUT_SECONDS,
     InProcessBroker,
+    attach_worker,
     create_broker,
     has_native_delay,
+    release_unacknowledged,
     waiting_jobs,
 )
+from engineroom.core.jobs.listening import CLOSE_TIMEOUT_SECONDS, WorkerRun, finish_within
 from engineroom.core.jobs.spec import JobContext, JobFunc, JobSpec, check_job_kwargs
 from engineroom.settings import Settings
 
@@ -79,8 +86,8 @@ class _RetryMiddleware(SmartRetryMiddleware):
         self, kicker: AsyncKicker[Any, Any], message: TaskiqMessage, delay: float
     ) -> None:
         if delay > 0 and not self._native_delay:
-            # Without a broker-side delay, wait inside the failed delivery: the message
-            # stays unacknowledged (a crash redelivers it) and still counts as in flight.
+            # In process there is no broker to hold the message back: wait inside the
+            # failed run, which still counts as in flight (and stop drains it).
             await asyncio.sleep(delay)
             delay = 0.0
         if delay > 0:
@@ -130,6 +137,9 @@ class Jobs:
         self._running = 0
         self._waiting = 0
         self._depth_task: asyncio.Task[None] | None = None
+        self._depth_stop = asyncio.Event()
+        # Worker side: each job's taskiq callback task, so that stop can cut them short.
+        self._job_tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def embedded(self) -> bool:
@@ -159,7 +169,8 @@ class Jobs:
         await _start_broker(broker)
         self._broker = broker
         if not self.embedded:
-            self._depth_task = asyncio.create_task(self._poll_depth())
+            self._depth_stop = asyncio.Event()
+            self._depth_task = asyncio.create_task(self._poll_depth(self._depth_stop))
         logger.info("jobs_started", embedded=self.embedded, queue=self._queue_name)
 
     async def stop(self) -> None:
@@ -167,9 +178,10 @@ class Jobs:
         if broker is None:
             return
         if self._depth_task is not None:
+            # The event ends the loop even if a broker call swallows the cancellation.
+            self._depth_stop.set()
             self._depth_task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._depth_task
+            await finish_within(self._depth_task, NETWORK_TIMEOUT_SECONDS)
             self._depth_task = None
         if isinstance(broker, InProcessBroker):
             await self._drain(broker)
@@ -225,7 +237,9 @@ class Jobs:
     async def run_worker(self, stop: asyncio.Event | None = None) -> None:
         """Consume jobs from the broker until ``stop`` is set (``engineroom worker``).
 
-        Running jobs get ``stop_timeout`` to finish; unacknowledged ones are redelivered.
+        Running jobs get ``stop_timeout`` to finish; the rest are cancelled and their
+        messages left unacknowledged, so the broker hands them to another worker. The
+        whole stop takes at most ``stop_timeout`` plus a few fixed network timeouts.
         """
         if self.embedded:
             raise RuntimeError(
@@ -237,24 +251,75 @@ class Jobs:
         if started_here:
             # Jobs that enqueue other jobs send through the ordinary sending broker.
             await self.start()
-        broker = self._build_broker()
-        broker.is_worker_process = True
-        receiver = Receiver(
-            broker,
-            validate_params=False,
-            max_async_tasks=self._concurrency,
-            wait_tasks_timeout=self._stop_timeout,
-        )
-        logger.info("job_worker_started", queue=self._queue_name, jobs=sorted(self._specs))
         try:
-            await receiver.listen(stop)
+            await self._consume(stop)
         finally:
-            await _shutdown_broker(broker)
             if started_here:
                 await self.stop()
             logger.info("job_worker_stopped", queue=self._queue_name)
 
     # ---- internals ------------------------------------------------------------------
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        run = WorkerRun(ack_timeout=NETWORK_TIMEOUT_SECONDS)
+        broker = self._build_broker()
+        broker.is_worker_process = True
+        attach_worker(broker, run)
+        receiver = Receiver(
+            broker,
+            validate_params=False,
+            max_async_tasks=self._concurrency,
+            wait_tasks_timeout=self._stop_timeout,
+            # Started below instead, within a time limit.
+            run_startup=False,
+        )
+        await _start_broker(broker)
+        logger.info("job_worker_started", queue=self._queue_name, jobs=sorted(self._specs))
+        try:
+            await self._listen_until(stop, receiver, run)
+        finally:
+            await self._abandon_jobs(run)
+            await _release(broker)
+            await _shutdown_broker(broker)
+            # Closed connections end what still waited on them.
+            for stranded in set(run.stranded):
+                stranded.cancel()
+
+    async def _listen_until(self, stop: asyncio.Event, receiver: Receiver, run: WorkerRun) -> None:
+        """Run the receiver until ``stop``; then give it ``stop_timeout`` and a margin."""
+        listening = asyncio.create_task(receiver.listen(run.stop))
+        stop_requested = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({listening, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+            run.stop.set()
+            # The receiver waits up to stop_timeout for running jobs, and the broker
+            # pull and close take at most two close timeouts each.
+            grace = self._stop_timeout + 4 * run.close_timeout
+            await asyncio.wait({listening}, timeout=grace)
+            if not listening.done():
+                logger.warning("job_worker_stop_overran", queue=self._queue_name, grace=grace)
+        finally:
+            run.stop.set()
+            stop_requested.cancel()
+            if (
+                not listening.done()
+                and not (await finish_within(listening, run.close_timeout)).done()
+            ):
+                run.strand(listening)
+        if listening.done() and not listening.cancelled():
+            listening.result()
+
+    async def _abandon_jobs(self, run: WorkerRun) -> None:
+        """Cancel the jobs still running once the receiver has stopped waiting for them."""
+        leftover = {task for task in self._job_tasks if not task.done()}
+        if not leftover:
+            return
+        # Before cancelling: a cancelled run must not acknowledge its message.
+        run.abandoned = True
+        logger.warning("jobs_abandoned_at_stop", count=len(leftover), timeout=self._stop_timeout)
+        for task in leftover:
+            task.cancel()
+        await asyncio.wait(leftover, timeout=run.close_timeout)
 
     def _build_broker(self) -> AsyncBroker:
         broker = create_broker(self._settings.broker_url, self._queue_name)
@@ -289,6 +354,10 @@ class Jobs:
             max_attempts=spec.max_retries + 1,
         )
         log = logger.bind(job=spec.name, job_id=ctx.job_id, attempt=ctx.attempt)
+        task = asyncio.current_task()
+        if task is not None and task not in self._job_tasks:
+            self._job_tasks.add(task)
+            task.add_done_callback(self._job_tasks.discard)
         async with self._slots:
             self._running += 1
             try:
@@ -315,11 +384,12 @@ class Jobs:
         logger.warning("jobs_abandoned_at_stop", count=len(abandoned), timeout=self._stop_timeout)
         for task in abandoned:
             task.cancel()
-        await asyncio.gather(*abandoned, return_exceptions=True)
+        # Bounded: a job that swallows its cancellation must not hold up the stop.
+        await asyncio.wait(abandoned, timeout=CLOSE_TIMEOUT_SECONDS)
 
-    async def _poll_depth(self) -> None:
+    async def _poll_depth(self, stop: asyncio.Event) -> None:
         healthy = True
-        while True:
+        while not stop.is_set():
             try:
                 await self.sample_queue_depth()
             except Exception as exc:
@@ -330,22 +400,34 @@ class Jobs:
                 healthy = False
             else:
                 healthy = True
-            await asyncio.sleep(DEPTH_POLL_SECONDS)
+            with suppress(TimeoutError):
+                async with asyncio.timeout(DEPTH_POLL_SECONDS):
+                    await stop.wait()
 
 
 async def _start_broker(broker: AsyncBroker) -> None:
-    try:
-        async with asyncio.timeout(NETWORK_TIMEOUT_SECONDS * 2):
-            await broker.startup()
-    except BaseException:
-        with suppress(Exception):
-            await _shutdown_broker(broker)
-        raise
+    starting = await finish_within(broker.startup(), NETWORK_TIMEOUT_SECONDS * 2)
+    if starting.done() and not starting.cancelled() and starting.exception() is None:
+        return
+    await _shutdown_broker(broker)
+    if starting.done() and not starting.cancelled():
+        starting.result()
+    raise TimeoutError(f"job broker did not start within {NETWORK_TIMEOUT_SECONDS * 2:g}s")
 
 
 async def _shutdown_broker(broker: AsyncBroker) -> None:
-    try:
-        async with asyncio.timeout(NETWORK_TIMEOUT_SECONDS):
-            await broker.shutdown()
-    except Exception:
-        logger.warning("job_broker_shutdown_failed", exc_info=True)
+    closing = await finish_within(broker.shutdown(), NETWORK_TIMEOUT_SECONDS)
+    if not closing.done() or closing.cancelled():
+        logger.warning("job_broker_shutdown_timed_out", timeout=NETWORK_TIMEOUT_SECONDS)
+    elif (error := closing.exception()) is not None:
+        logger.warning("job_broker_shutdown_failed", exc_info=error)
+
+
+async def _release(broker: AsyncBroker) -> None:
+    releasing = await finish_within(release_unacknowledged(broker), CLOSE_TIMEOUT_SECONDS)
+    if not releasing.done() or releasing.cancelled():
+        logger.warning("job_release_timed_out", timeout=CLOSE_TIMEOUT_SECONDS)
+    elif (error := releasing.exception()) is not None:
+        logger.warning("job_release_failed", exc_info=error)
+    elif released := releasing.result():
+        logger.info("jobs_released_at_stop", count=released)

@@ -1,0 +1,423 @@
+"""The RealWorld (Conduit) routes under ``/api``: parse, authorise, call one service
+function, shape the response."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+
+from engineroom.blog import comments, profiles, service
+from engineroom.blog.authors import writer_id
+from engineroom.blog.deps import RuntimeDep, WriteLimit, WriteSession
+from engineroom.blog.errors import (
+    ArticleNotFound,
+    CannotFollowSelf,
+    CommentNotFound,
+    InvalidInput,
+    NotArticleAuthor,
+    NotCommentAuthor,
+    ProfileNotFound,
+)
+from engineroom.blog.http import json_response
+from engineroom.blog.params import LIST_PARAMETERS, MAX_PAGE_SIZE, page_of, platform_of, text_of
+from engineroom.blog.runtime import runtime_for
+from engineroom.blog.schemas import (
+    MultipleArticles,
+    MultipleComments,
+    NewArticleRequest,
+    NewCommentRequest,
+    SingleArticle,
+    SingleComment,
+    SingleProfile,
+    Tags,
+    UpdateArticleRequest,
+    article_json,
+    comment_json,
+    profile_json,
+)
+from engineroom.blog.service import ArticleFields
+from engineroom.blog.views import ArticlePage, ArticleQuery
+from engineroom.core.auth import CurrentPrincipal, OptionalPrincipal, get_optional_principal
+from engineroom.core.deps import PlatformDep
+from engineroom.core.errors import Unauthorized, error_responses
+
+router = APIRouter(prefix="/api", tags=["blog"])
+
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size.")]
+Offset = Annotated[int, Query(ge=0, le=1_000_000, description="Articles to skip.")]
+
+
+def _page_json(page: ArticlePage) -> dict[str, Any]:
+    return {
+        "articles": [article_json(article) for article in page.articles],
+        "articlesCount": page.total,
+    }
+
+
+def _dumps(build: Callable[[], Awaitable[dict[str, Any]]]) -> Callable[[], Awaitable[bytes]]:
+    async def dumped() -> bytes:
+        return orjson.dumps(await build())
+
+    return dumped
+
+
+# Routes match in the order they are declared, and every request to a later route pays
+# for checking the earlier ones: the hot public reads come first.
+
+
+@router.get(
+    "/tags",
+    response_model=Tags,
+    summary="Tags in use, the most used first",
+    responses=error_responses(),
+)
+async def tags(request: Request) -> Response:
+    platform = platform_of(request)
+
+    async def build() -> dict[str, Any]:
+        async with platform.database.read_only() as session:
+            return {"tags": await service.popular_tags(session)}
+
+    # Tags look the same to everyone: always the shared cached copy.
+    return await json_response(request, runtime_for(platform), None, "tags", _dumps(build))
+
+
+# ---- articles ----------------------------------------------------------------------------
+
+
+@router.get(
+    "/articles",
+    response_model=MultipleArticles,
+    summary="List articles (newest first; best match first with search)",
+    responses=error_responses(Unauthorized, InvalidInput),
+    openapi_extra={"parameters": LIST_PARAMETERS},
+)
+async def list_articles(request: Request) -> Response:
+    platform = platform_of(request)
+    runtime = runtime_for(platform)
+    principal = await get_optional_principal(request)
+    limit, offset = page_of(request)
+    query = ArticleQuery(
+        tag=text_of(request, "tag"),
+        author=text_of(request, "author"),
+        favorited_by=text_of(request, "favorited"),
+        search=text_of(request, "search"),
+    )
+
+    async def build() -> dict[str, Any]:
+        async with platform.database.read_only() as session:
+            page = await service.list_articles(
+                session,
+                query=query,
+                principal=principal,
+                search=runtime.search,
+                limit=limit,
+                offset=offset,
+            )
+        return _page_json(page)
+
+    hot = query.search is None and offset < limit * runtime.settings.cached_pages
+    key = (
+        f"articles:{query.tag}:{query.author}:{query.favorited_by}:{limit}:{offset}"
+        if hot
+        else None
+    )
+    return await json_response(request, runtime, principal, key, _dumps(build))
+
+
+@router.get(
+    "/articles/feed",
+    response_model=MultipleArticles,
+    summary="Articles by the authors the caller follows",
+    responses=error_responses(Unauthorized),
+)
+async def feed(
+    request: Request,
+    platform: PlatformDep,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    limit: Limit = 20,
+    offset: Offset = 0,
+) -> Response:
+    async def build() -> dict[str, Any]:
+        async with platform.database.read_only() as session:
+            page = await service.list_articles(
+                session,
+                query=ArticleQuery(feed_of=writer_id(principal)),
+                principal=principal,
+                search=runtime.search,
+                limit=limit,
+                offset=offset,
+            )
+        return _page_json(page)
+
+    return await json_response(request, runtime, principal, None, _dumps(build))
+
+
+@router.get(
+    "/articles/drafts",
+    response_model=MultipleArticles,
+    summary="Extension: the caller's unpublished articles",
+    responses=error_responses(Unauthorized),
+)
+async def drafts(
+    request: Request,
+    platform: PlatformDep,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    limit: Limit = 20,
+    offset: Offset = 0,
+) -> Response:
+    async def build() -> dict[str, Any]:
+        async with platform.database.read_only() as session:
+            page = await service.list_articles(
+                session,
+                query=ArticleQuery(drafts_of=writer_id(principal)),
+                principal=principal,
+                search=runtime.search,
+                limit=limit,
+                offset=offset,
+            )
+        return _page_json(page)
+
+    return await json_response(request, runtime, principal, None, _dumps(build))
+
+
+@router.post(
+    "/articles",
+    status_code=201,
+    response_model=SingleArticle,
+    summary="Create an article",
+    responses=error_responses(Unauthorized, InvalidInput),
+    dependencies=[WriteLimit],
+)
+async def create_article(
+    payload: NewArticleRequest,
+    principal: CurrentPrincipal,
+    session: WriteSession,
+    runtime: RuntimeDep,
+) -> Response:
+    data = payload.article
+    article = await service.create_article(
+        session,
+        principal=principal,
+        fields=ArticleFields(
+            title=data.title,
+            description=data.description,
+            body=data.body,
+            tags=data.tagList,
+            published=data.published,
+        ),
+        search=runtime.search,
+    )
+    return _json({"article": article_json(article)}, status=201)
+
+
+@router.get(
+    "/articles/{slug}",
+    response_model=SingleArticle,
+    summary="Get an article (drafts: their author only)",
+    responses=error_responses(Unauthorized, ArticleNotFound),
+)
+async def get_article(slug: str, request: Request) -> Response:
+    platform = platform_of(request)
+    principal = await get_optional_principal(request)
+
+    async def build() -> dict[str, Any]:
+        async with platform.database.read_only() as session:
+            article = await service.get_article(session, slug=slug, principal=principal)
+        return {"article": article_json(article)}
+
+    return await json_response(
+        request, runtime_for(platform), principal, f"article:{slug}", _dumps(build)
+    )
+
+
+@router.put(
+    "/articles/{slug}",
+    response_model=SingleArticle,
+    summary="Update an article (a new title gives a new slug)",
+    responses=error_responses(Unauthorized, NotArticleAuthor, ArticleNotFound, InvalidInput),
+    dependencies=[WriteLimit],
+)
+async def update_article(
+    slug: str,
+    payload: UpdateArticleRequest,
+    principal: CurrentPrincipal,
+    session: WriteSession,
+    runtime: RuntimeDep,
+) -> Response:
+    data = payload.article
+    article = await service.update_article(
+        session,
+        slug=slug,
+        principal=principal,
+        fields=ArticleFields(
+            title=data.title,
+            description=data.description,
+            body=data.body,
+            tags=data.tagList,
+            published=data.published,
+        ),
+        search=runtime.search,
+    )
+    return _json({"article": article_json(article)})
+
+
+@router.delete(
+    "/articles/{slug}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete an article (its author, or a moderator)",
+    responses=error_responses(Unauthorized, NotArticleAuthor, ArticleNotFound),
+    dependencies=[WriteLimit],
+)
+async def delete_article(
+    slug: str, principal: CurrentPrincipal, session: WriteSession, runtime: RuntimeDep
+) -> Response:
+    await service.delete_article(session, slug=slug, principal=principal, search=runtime.search)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/articles/{slug}/favorite",
+    response_model=SingleArticle,
+    summary="Favorite an article",
+    responses=error_responses(Unauthorized, ArticleNotFound),
+    dependencies=[WriteLimit],
+)
+async def favorite(slug: str, principal: CurrentPrincipal, session: WriteSession) -> Response:
+    article = await service.favorite(session, slug=slug, principal=principal, on=True)
+    return _json({"article": article_json(article)})
+
+
+@router.delete(
+    "/articles/{slug}/favorite",
+    response_model=SingleArticle,
+    summary="Unfavorite an article",
+    responses=error_responses(Unauthorized, ArticleNotFound),
+    dependencies=[WriteLimit],
+)
+async def unfavorite(slug: str, principal: CurrentPrincipal, session: WriteSession) -> Response:
+    article = await service.favorite(session, slug=slug, principal=principal, on=False)
+    return _json({"article": article_json(article)})
+
+
+# ---- comments ----------------------------------------------------------------------------
+
+
+@router.get(
+    "/articles/{slug}/comments",
+    response_model=MultipleComments,
+    summary="Comments of an article, newest first",
+    responses=error_responses(Unauthorized, ArticleNotFound),
+)
+async def list_comments(
+    slug: str,
+    request: Request,
+    platform: PlatformDep,
+    runtime: RuntimeDep,
+    principal: OptionalPrincipal,
+) -> Response:
+    async def build() -> dict[str, Any]:
+        async with platform.database.read_only() as session:
+            found = await comments.list_comments(session, slug=slug, principal=principal)
+        return {"comments": [comment_json(comment) for comment in found]}
+
+    return await json_response(request, runtime, principal, None, _dumps(build))
+
+
+@router.post(
+    "/articles/{slug}/comments",
+    response_model=SingleComment,
+    summary="Comment on an article",
+    responses=error_responses(Unauthorized, ArticleNotFound, InvalidInput),
+    dependencies=[WriteLimit],
+)
+async def add_comment(
+    slug: str, payload: NewCommentRequest, principal: CurrentPrincipal, session: WriteSession
+) -> Response:
+    comment = await comments.add_comment(
+        session, slug=slug, principal=principal, body=payload.comment.body
+    )
+    return _json({"comment": comment_json(comment)})
+
+
+@router.delete(
+    "/articles/{slug}/comments/{comment_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a comment (its author, or a moderator)",
+    responses=error_responses(Unauthorized, NotCommentAuthor, ArticleNotFound, CommentNotFound),
+    dependencies=[WriteLimit],
+)
+async def delete_comment(
+    slug: str, comment_id: int, principal: CurrentPrincipal, session: WriteSession
+) -> Response:
+    await comments.delete_comment(session, slug=slug, comment_id=comment_id, principal=principal)
+    return Response(status_code=204)
+
+
+# ---- profiles and tags ---------------------------------------------------------------------
+
+
+@router.get(
+    "/profiles/{username}",
+    response_model=SingleProfile,
+    summary="Get a profile",
+    responses=error_responses(Unauthorized, ProfileNotFound),
+)
+async def get_profile(
+    username: str,
+    request: Request,
+    platform: PlatformDep,
+    runtime: RuntimeDep,
+    principal: OptionalPrincipal,
+) -> Response:
+    async def build() -> dict[str, Any]:
+        async with platform.database.read_only() as session:
+            profile = await profiles.get_profile(
+                session, username=username, principal=principal, directory=runtime.directory
+            )
+        return {"profile": profile_json(profile)}
+
+    return await json_response(request, runtime, principal, None, _dumps(build))
+
+
+@router.post(
+    "/profiles/{username}/follow",
+    response_model=SingleProfile,
+    summary="Follow a user",
+    responses=error_responses(Unauthorized, ProfileNotFound, CannotFollowSelf),
+    dependencies=[WriteLimit],
+)
+async def follow(
+    username: str, principal: CurrentPrincipal, session: WriteSession, runtime: RuntimeDep
+) -> Response:
+    profile = await profiles.follow(
+        session, username=username, principal=principal, directory=runtime.directory, on=True
+    )
+    return _json({"profile": profile_json(profile)})
+
+
+@router.delete(
+    "/profiles/{username}/follow",
+    response_model=SingleProfile,
+    summary="Unfollow a user",
+    responses=error_responses(Unauthorized, ProfileNotFound),
+    dependencies=[WriteLimit],
+)
+async def unfollow(
+    username: str, principal: CurrentPrincipal, session: WriteSession, runtime: RuntimeDep
+) -> Response:
+    profile = await profiles.follow(
+        session, username=username, principal=principal, directory=runtime.directory, on=False
+    )
+    return _json({"profile": profile_json(profile)})
+
+
+def _json(content: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")

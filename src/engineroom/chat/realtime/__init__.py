@@ -1,0 +1,1 @@
+"""The real-time transport: the Centrifugo client protocol over WebSockets."""

@@ -1,0 +1,335 @@
+"""Accounts: registration, password login, profile and password changes.
+
+Username rules: 3 to 32 characters, letters (ASCII), digits, ``_``, ``-`` and ``.``,
+starting with a letter or digit; unique whatever the case (``Alice`` and ``alice`` are
+the same name), shown as typed. Emails are trimmed and lower-cased before storage and
+comparison, so they are unique case-insensitively too.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from engineroom.core.auth import Principal
+from engineroom.core.clock import utcnow
+from engineroom.core.db import Database
+from engineroom.core.errors import Unauthorized
+from engineroom.core.events import publish
+from engineroom.identity import passwords, profile_cache, repository
+from engineroom.identity.config import IdentitySettings
+from engineroom.identity.errors import (
+    AccountDisabled,
+    EmailTaken,
+    InvalidCredentials,
+    UsernameTaken,
+    ValidationFailed,
+    WrongPassword,
+)
+from engineroom.identity.events import (
+    EVENT_USER_LOGGED_IN,
+    EVENT_USER_REGISTERED,
+    EVENT_USER_UPDATED,
+    user_snapshot,
+)
+from engineroom.identity.models import RefreshToken, User
+
+USERNAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{2,31}")
+USERNAME_RULE = (
+    "must be 3 to 32 characters: letters, digits, '_', '-' or '.', starting with a letter or digit"
+)
+TAKEN = "has already been taken"
+MEMBER_ROLE = "member"
+BIO_MAX = 10_000
+IMAGE_MAX = 2048
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def email_problems(email: str) -> list[str]:
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError:
+        return ["is invalid"]
+    return []
+
+
+def username_problems(username: str) -> list[str]:
+    return [] if USERNAME_PATTERN.fullmatch(username) else [USERNAME_RULE]
+
+
+def image_problems(image: str | None) -> list[str]:
+    if image is None or image == "":
+        return []
+    if len(image) > IMAGE_MAX:
+        return [f"is too long (maximum is {IMAGE_MAX} characters)"]
+    if not image.startswith(("https://", "http://")):
+        return ["must be an http(s) URL"]
+    return []
+
+
+@dataclass(frozen=True)
+class ProfileChanges:
+    """Fields to change; ``None`` leaves one as it is (``bio``/``image`` use ``clear_*``)."""
+
+    email: str | None = None
+    username: str | None = None
+    password: str | None = None
+    bio: str | None = None
+    image: str | None = None
+    clear_bio: bool = False
+    clear_image: bool = False
+
+
+def _check_new_account(email: str, username: str, password: str) -> None:
+    problems = {
+        "email": email_problems(email),
+        "username": username_problems(username),
+        "password": passwords.password_problems(password, username=username, email=email),
+    }
+    field_errors = {name: found for name, found in problems.items() if found}
+    if field_errors:
+        raise ValidationFailed(field_errors)
+
+
+async def _ensure_free(
+    session: AsyncSession,
+    *,
+    email: str | None,
+    username: str | None,
+    excluding: uuid.UUID | None = None,
+) -> None:
+    if email is not None and await repository.email_taken(session, email, excluding=excluding):
+        raise EmailTaken("This email is already registered.", field_errors={"email": [TAKEN]})
+    if username is not None and await repository.username_taken(
+        session, username, excluding=excluding
+    ):
+        raise UsernameTaken("This username is taken.", field_errors={"username": [TAKEN]})
+
+
+async def _flush_unique(session: AsyncSession) -> None:
+    """Flush; a concurrent insert of the same email or name becomes a clear conflict."""
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        text = str(exc.orig).lower()
+        if "username" in text:
+            raise UsernameTaken(
+                "This username is taken.", field_errors={"username": [TAKEN]}
+            ) from exc
+        raise EmailTaken(
+            "This email is already registered.", field_errors={"email": [TAKEN]}
+        ) from exc
+
+
+async def register(
+    session: AsyncSession,
+    config: IdentitySettings,
+    *,
+    email: str,
+    username: str,
+    password: str,
+    bio: str | None = None,
+    image: str | None = None,
+) -> User:
+    """Create an account with the ``member`` role and publish ``identity.user.registered``."""
+    email = normalize_email(email)
+    username = username.strip()
+    _check_new_account(email, username, password)
+    if image_problems(image):
+        raise ValidationFailed({"image": image_problems(image)})
+    # Hash before the first query: on SQLite that query takes the write lock.
+    password_hash = await passwords.hash_password(config, password)
+    await _ensure_free(session, email=email, username=username)
+    user = User(
+        email=email,
+        username=username,
+        username_key=repository.username_key(username),
+        password_hash=password_hash,
+        bio=bio or None,
+        image=image or None,
+    )
+    session.add(user)
+    await _flush_unique(session)
+    member = await repository.role_by_name(session, MEMBER_ROLE)
+    if member is not None:
+        await repository.add_user_role(session, user.id, member.id)
+    publish(session, EVENT_USER_REGISTERED, user_snapshot(user))
+    return user
+
+
+_SQLITE_DATABASES: weakref.WeakKeyDictionary[Engine, Database] = weakref.WeakKeyDictionary()
+
+
+def register_database(database: Database) -> None:
+    """Let password checks on this (SQLite) database read outside the write lock."""
+    if database.dialect == "sqlite":
+        _SQLITE_DATABASES[database.engine.sync_engine] = database
+
+
+@asynccontextmanager
+async def _credential_reader(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """Where a password check reads the account.
+
+    On SQLite the request's session takes the database-wide write lock with its first
+    statement; holding it through a hash (tens of milliseconds) would queue every writer
+    behind every login. There the check reads through the read pool (the same file, in
+    WAL mode: no lock, no lag) and the request's session is used only afterwards.
+    """
+    bind = session.bind
+    database = _SQLITE_DATABASES.get(bind.sync_engine) if isinstance(bind, AsyncEngine) else None
+    if database is None:
+        yield session
+        return
+    async with database.read_only() as reader:
+        yield reader
+
+
+async def authenticate(
+    session: AsyncSession, config: IdentitySettings, *, email: str, password: str
+) -> User:
+    """The account for these credentials, or ``InvalidCredentials``.
+
+    Unknown emails cost one dummy verification so both failures take about as long and
+    read the same. A hash made with older parameters is replaced by a current one.
+    """
+    async with _credential_reader(session) as reader:
+        found = await repository.user_by_email(reader, normalize_email(email))
+        if found is None:
+            await passwords.dummy_verify(config, password)
+            raise InvalidCredentials()
+        user_id, changed_at = found.id, found.password_changed_at
+        check = await passwords.verify_password(config, found.password_hash, password)
+    if not check.valid:
+        raise InvalidCredentials()
+    new_hash = await passwords.hash_password(config, password) if check.needs_rehash else None
+    user = await repository.user_by_id(session, user_id)
+    if user is None or user.password_changed_at != changed_at:
+        # Deleted, or given a new password, while this check ran.
+        raise InvalidCredentials()
+    if not user.is_active:
+        raise AccountDisabled("This account is disabled.")
+    if new_hash is not None:
+        user.password_hash = new_hash
+    return user
+
+
+def record_login(session: AsyncSession, user: User, method: str) -> None:
+    publish(session, EVENT_USER_LOGGED_IN, {"user_id": str(user.id), "method": method})
+
+
+async def update_profile(
+    session: AsyncSession, config: IdentitySettings, user: User, changes: ProfileChanges
+) -> User:
+    """Apply ``changes`` (each validated) and publish ``identity.user.updated``."""
+    email = normalize_email(changes.email) if changes.email is not None else None
+    username = changes.username.strip() if changes.username is not None else None
+    problems = {
+        "email": email_problems(email) if email is not None else [],
+        "username": username_problems(username) if username is not None else [],
+        "image": image_problems(changes.image),
+        "password": passwords.password_problems(
+            changes.password, username=username or user.username, email=email or user.email
+        )
+        if changes.password is not None
+        else [],
+    }
+    field_errors = {name: found for name, found in problems.items() if found}
+    if field_errors:
+        raise ValidationFailed(field_errors)
+    await _ensure_free(session, email=email, username=username, excluding=user.id)
+    _apply(user, changes, email=email, username=username)
+    if changes.password is not None:
+        await set_password(session, config, user, changes.password)
+    await _flush_unique(session)
+    publish(session, EVENT_USER_UPDATED, user_snapshot(user))
+    profile_cache.changed(session, user.id)
+    return user
+
+
+def _apply(user: User, changes: ProfileChanges, *, email: str | None, username: str | None) -> None:
+    if email is not None and email != user.email:
+        user.email = email
+        user.email_verified_at = None
+    if username is not None:
+        user.username = username
+        user.username_key = repository.username_key(username)
+    if changes.clear_bio or changes.bio is not None:
+        user.bio = None if changes.clear_bio else changes.bio or None
+    if changes.clear_image or changes.image is not None:
+        user.image = None if changes.clear_image else changes.image or None
+
+
+async def set_password(
+    session: AsyncSession, config: IdentitySettings, user: User, password: str
+) -> None:
+    """Store a new password and revoke every refresh token of the account."""
+    user.password_hash = await passwords.hash_password(config, password)
+    user.password_changed_at = utcnow()
+    await revoke_refresh_tokens(session, user.id)
+
+
+async def change_password(
+    session: AsyncSession,
+    config: IdentitySettings,
+    user: User,
+    *,
+    current_password: str,
+    new_password: str,
+) -> User:
+    """The native flow: the current password must be given."""
+    check = await passwords.verify_password(config, user.password_hash, current_password)
+    if not check.valid:
+        raise WrongPassword(
+            "The current password is incorrect.",
+            field_errors={"current_password": ["is incorrect"]},
+        )
+    problems = passwords.password_problems(new_password, username=user.username, email=user.email)
+    if problems:
+        raise ValidationFailed({"new_password": problems})
+    await set_password(session, config, user, new_password)
+    await session.flush()
+    return user
+
+
+async def revoke_refresh_tokens(session: AsyncSession, user_id: uuid.UUID) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), grace_pair=None)
+    )
+
+
+async def user_for_principal(
+    session: AsyncSession, principal: Principal, *, allow_api_key: bool = False
+) -> User:
+    """The account a principal acts for; 401 when it no longer exists or is disabled.
+
+    An API key acts for its owner (its subject is the owner's id) only where the caller
+    says so with ``allow_api_key``: elsewhere (credential and account management) it is
+    refused, so a leaked key cannot widen itself.
+    """
+    if principal.kind == "api_key" and not allow_api_key:
+        raise Unauthorized("API keys cannot be used here: sign in with a token or session.")
+    try:
+        user_id = uuid.UUID(principal.subject)
+    except ValueError:
+        user_id = None
+    user = await repository.user_by_id(session, user_id) if user_id is not None else None
+    if principal.kind not in ("user", "api_key") or user is None:
+        raise Unauthorized("The account of these credentials does not exist.")
+    if not user.is_active:
+        raise AccountDisabled("This account is disabled.")
+    return user
