@@ -9,8 +9,9 @@ transactions stay deferred, while the write engine opens every transaction with
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,19 @@ def _sqlite_pragmas(*, read_only: bool) -> Callable[[AsyncEngine], None]:
     return install
 
 
+def _switch_to_wal(path: str) -> None:
+    """Put the file in WAL mode once, before any pool opens a connection.
+
+    WAL is a property of the file. Switching a fresh file needs an exclusive lock, and
+    when the first connections of the write and read pools race to switch it, a reader
+    can get "database is locked" at once (SQLite does not wait on that lock). Done here,
+    synchronously and only at start-up, every later ``PRAGMA journal_mode=WAL`` is a
+    no-op that takes no lock.
+    """
+    with closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+
+
 def create_engine_for(url: str, settings: Settings, *, read_only: bool = False) -> AsyncEngine:
     """Create an async engine with the per-dialect settings this project relies on."""
     parsed = make_url(url)
@@ -66,6 +80,8 @@ def create_engine_for(url: str, settings: Settings, *, read_only: bool = False) 
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+            if not read_only:
+                _switch_to_wal(database)
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         engine = create_async_engine(url, **kwargs)
         _sqlite_pragmas(read_only=read_only)(engine)

@@ -263,3 +263,16 @@ async def test_utc_datetime_rejects_naive_values(database: Database) -> None:
     async with database.read_only() as session:
         count = (await session.execute(select(func.count()).select_from(stamp))).scalar_one()
     assert count == 0
+
+
+def test_a_fresh_sqlite_file_is_in_wal_mode_before_any_pool_connects(tmp_path: Path) -> None:
+    # The pools' first connections must never race to switch the journal mode.
+    import sqlite3
+    from contextlib import closing
+
+    from engineroom.core.db import create_engine_for
+
+    path = tmp_path / "fresh" / "app.db"
+    create_engine_for(f"sqlite+aiosqlite:///{path}", Settings(_env_file=None, data_dir=tmp_path))
+    with closing(sqlite3.connect(path)) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
