@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import os
 import weakref
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Generic, TypeVar
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engineroom.settings import Settings
+
+T = TypeVar("T")
 
 
 def _default_hash_concurrency() -> int:
@@ -82,22 +86,40 @@ class IdentitySettings(BaseSettings):
         return max(self.access_token_ttl, self.realworld_token_ttl)
 
 
-_BY_SETTINGS: dict[int, IdentitySettings] = {}
+class PerSettings(Generic[T]):
+    """Module settings that go with one platform ``Settings`` object.
+
+    Read from the environment on first use (``factory``), or set explicitly by tests and
+    embedders. Settings objects are not hashable (list fields), so entries are keyed by
+    identity and dropped together with the object.
+    """
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._by_settings: dict[int, T] = {}
+
+    def get(self, settings: Settings) -> T:
+        found = self._by_settings.get(id(settings))
+        if found is None:
+            found = self._factory()
+            self.set(settings, found)
+        return found
+
+    def set(self, settings: Settings, value: T) -> None:
+        key = id(settings)
+        if key not in self._by_settings:
+            weakref.finalize(settings, self._by_settings.pop, key, None)
+        self._by_settings[key] = value
+
+
+_IDENTITY = PerSettings(IdentitySettings)
 
 
 def identity_settings(settings: Settings) -> IdentitySettings:
     """The identity settings that go with ``settings`` (read from the environment once)."""
-    found = _BY_SETTINGS.get(id(settings))
-    if found is None:
-        found = IdentitySettings()
-        configure(settings, found)
-    return found
+    return _IDENTITY.get(settings)
 
 
 def configure(settings: Settings, identity: IdentitySettings) -> None:
     """Use ``identity`` for everything running with ``settings``."""
-    key = id(settings)
-    if key not in _BY_SETTINGS:
-        # Settings objects are not hashable (list fields); drop the entry with the object.
-        weakref.finalize(settings, _BY_SETTINGS.pop, key, None)
-    _BY_SETTINGS[key] = identity
+    _IDENTITY.set(settings, identity)

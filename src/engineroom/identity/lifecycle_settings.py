@@ -9,13 +9,13 @@ Rate limits are strings such as ``"5/15 minutes"`` (see ``core/ratelimit.py``).
 
 from __future__ import annotations
 
-import weakref
 from datetime import timedelta
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engineroom.core.ratelimit import parse_limit
+from engineroom.identity.config import PerSettings
 from engineroom.settings import Settings
 
 
@@ -97,22 +97,14 @@ class LifecycleSettings(BaseSettings):
         return None
 
 
-_BY_SETTINGS: dict[int, LifecycleSettings] = {}
+_LIFECYCLE = PerSettings(LifecycleSettings)
 
 
 def lifecycle_settings(settings: Settings) -> LifecycleSettings:
     """The lifecycle settings that go with ``settings`` (read from the environment once)."""
-    found = _BY_SETTINGS.get(id(settings))
-    if found is None:
-        found = LifecycleSettings()
-        configure_lifecycle(settings, found)
-    return found
+    return _LIFECYCLE.get(settings)
 
 
 def configure_lifecycle(settings: Settings, lifecycle: LifecycleSettings) -> None:
     """Use ``lifecycle`` for everything running with ``settings``."""
-    key = id(settings)
-    if key not in _BY_SETTINGS:
-        # Settings objects are not hashable; drop the entry together with the object.
-        weakref.finalize(settings, _BY_SETTINGS.pop, key, None)
-    _BY_SETTINGS[key] = lifecycle
+    _LIFECYCLE.set(settings, lifecycle)
