@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -29,6 +30,8 @@ from engineroom.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 CONNECT_TIMEOUT_S = 10
+
+T = TypeVar("T")
 
 AfterCommitHook = Callable[[AsyncSession], None]
 
@@ -99,6 +102,18 @@ def create_engine_for(url: str, settings: Settings, *, read_only: bool = False) 
     return create_async_engine(url, **kwargs)
 
 
+_DEADLOCK_CODES = {1213, "40P01"}  # MySQL/MariaDB ER_LOCK_DEADLOCK, PostgreSQL
+
+
+def is_deadlock(exc: DBAPIError) -> bool:
+    """The database aborted this transaction to break a deadlock."""
+    original = exc.orig
+    sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    args = getattr(original, "args", ())
+    code = args[0] if args else None
+    return sqlstate in _DEADLOCK_CODES or code in _DEADLOCK_CODES
+
+
 class Database:
     """The process's engines and session factories."""
 
@@ -139,6 +154,21 @@ class Database:
                 yield session
             for hook in self._after_commit_hooks:
                 hook(session)
+
+    async def transaction(
+        self, work: Callable[[AsyncSession], Awaitable[T]], *, attempts: int = 3
+    ) -> T:
+        """Run ``work`` in a unit of work, again from the start if the database chose it
+        as a deadlock victim (InnoDB and PostgreSQL abort one side of a lock cycle and
+        expect the client to retry the whole transaction)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.unit_of_work() as session:
+                    return await work(session)
+            except OperationalError as exc:
+                if attempt == attempts or not is_deadlock(exc):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @asynccontextmanager
     async def read_only(self) -> AsyncIterator[AsyncSession]:

@@ -143,11 +143,16 @@ async def refresh_tokens(
 ) -> TokenResponse:
     # Its own transaction: a refused reuse revokes the family, and that must be
     # committed even though the answer is a 401.
-    async with platform.database.unit_of_work() as session:
+    # Concurrent refreshes of one family lock the same rows; on MariaDB one of them may
+    # be chosen as a deadlock victim, and the whole exchange is then run again.
+    async def exchange(session: AsyncSession) -> refresh.RefreshOutcome:
         outcome = await refresh.refresh(session, platform, body.refresh_token, client=client)
         if outcome.pair is not None and outcome.user is not None:
             accounts.record_login(session, outcome.user, "refresh")
         await protection.record_refresh(session, outcome, body.refresh_token, client)
+        return outcome
+
+    outcome = await platform.database.transaction(exchange)
     if outcome.pair is None:
         raise RefreshTokenInvalid()
     return TokenResponse.of(outcome.pair)

@@ -276,3 +276,29 @@ def test_a_fresh_sqlite_file_is_in_wal_mode_before_any_pool_connects(tmp_path: P
     create_engine_for(f"sqlite+aiosqlite:///{path}", Settings(_env_file=None, data_dir=tmp_path))
     with closing(sqlite3.connect(path)) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_a_deadlock_victim_transaction_runs_again(settings: Settings) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from engineroom.core.db import Database
+
+    database = Database(settings)
+    calls: list[int] = []
+
+    async def deadlocks_once(session: AsyncSession) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("SELECT 1", {}, Exception(1213, "Deadlock found"))
+        return "done"
+
+    async def locked_out(session: AsyncSession) -> str:
+        raise OperationalError("SELECT 1", {}, Exception(1205, "Lock wait timeout"))
+
+    try:
+        assert await database.transaction(deadlocks_once) == "done"
+        assert len(calls) == 2
+        with pytest.raises(OperationalError, match="Lock wait timeout"):
+            await database.transaction(locked_out)
+    finally:
+        await database.dispose()
