@@ -1,11 +1,18 @@
 """The chat module. Layer 1 is the real-time transport (``chat.realtime``): a
 Centrifugo-compatible WebSocket endpoint, history with recovery, presence, fan-out across
-processes, and a server HTTP API. The chat domain (rooms, messages) builds on it.
+processes, and a server HTTP API. Layer 2 is the chat domain on top of it: rooms,
+membership, messages, receipts and presence, stored in the relational database and
+published live through the transport (see ``events.py``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from engineroom.chat import models as _models  # noqa: F401  (registers the tables)
 from engineroom.chat.config import ChatSettings, chat_settings
+from engineroom.chat.events import SUBSCRIPTIONS
+from engineroom.chat.installers import INSTALLERS
 from engineroom.chat.realtime import api, ws
 from engineroom.chat.realtime.auth import IdentityTokens
 from engineroom.chat.realtime.runtime import (
@@ -17,6 +24,8 @@ from engineroom.chat.realtime.runtime import (
 )
 from engineroom.core.module import Module
 from engineroom.core.platform import Platform
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def build_module(
@@ -30,6 +39,8 @@ def build_module(
     async def start(platform: Platform) -> None:
         chat = settings or chat_settings(platform.settings)
         runtime = ChatRuntime(platform, chat, make_verifier(platform))
+        for install in INSTALLERS:
+            install(platform, runtime)
         await runtime.start()
         register(platform, runtime)
 
@@ -47,6 +58,8 @@ def build_module(
     return Module(
         name="chat",
         routers=(ws.router, api.router),
+        subscriptions=SUBSCRIPTIONS,
+        migrations=MIGRATIONS_DIR,
         on_startup=(start,),
         on_shutdown=(stop,),
         on_drain=(drain,),
@@ -57,4 +70,4 @@ def build_module(
 
 module = build_module()
 
-__all__ = ["build_module", "module"]
+__all__ = ["MIGRATIONS_DIR", "build_module", "module"]

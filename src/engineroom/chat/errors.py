@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from engineroom.core.errors import AppError, BadRequest, Conflict, NotFound, ServiceUnavailable
+from engineroom.core.errors import (
+    AppError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+)
 
 
 class UnknownChannel(NotFound):
@@ -30,3 +37,34 @@ class UnrecoverablePosition(Conflict):
 
 class RealtimeUnavailable(ServiceUnavailable):
     code = "chat_realtime_unavailable"
+
+
+# The chat domain. Modules of the domain append their errors below.
+
+
+class RoomNotFound(NotFound):
+    """Unknown room, or a private/direct room the caller may not see (same answer)."""
+
+    code = "chat_room_not_found"
+
+
+class NotAMember(Forbidden):
+    code = "chat_not_a_member"
+
+
+class BannedFromRoom(Forbidden):
+    code = "chat_banned"
+
+
+class MutedInRoom(Forbidden):
+    code = "chat_muted"
+
+
+class NotRoomModerator(Forbidden):
+    """The action needs the room's owner or a moderator (or the identity moderator role)."""
+
+    code = "chat_not_room_moderator"
+
+
+class MessageNotFound(NotFound):
+    code = "chat_message_not_found"

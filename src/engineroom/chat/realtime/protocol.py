@@ -62,7 +62,7 @@ class ErrorCode(IntEnum):
     UNRECOVERABLE_POSITION = 112
 
 
-_MESSAGES = {
+_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.INTERNAL: "internal server error",
     ErrorCode.UNAUTHORIZED: "unauthorized",
     ErrorCode.UNKNOWN_CHANNEL: "unknown channel",
@@ -81,12 +81,18 @@ _MESSAGES = {
 _TEMPORARY = frozenset({ErrorCode.INTERNAL, ErrorCode.TOO_MANY_REQUESTS})
 
 
+APPLICATION_ERROR_MIN = 400
+"""Codes below are the protocol's own; application errors (RPC methods of the chat
+domain) use codes from here on, the HTTP status of the same error (403, 404, 409...)."""
+
+
 class ReplyError(Exception):
     """An error answered to one command; the connection stays open."""
 
-    def __init__(self, code: ErrorCode, message: str | None = None) -> None:
+    def __init__(self, code: ErrorCode | int, message: str | None = None) -> None:
         self.code = code
-        self.message = message or _MESSAGES[code]
+        known = code if isinstance(code, ErrorCode) else None
+        self.message = message or (_MESSAGES[known] if known else "application error")
         self.temporary = code in _TEMPORARY
         super().__init__(f"{int(code)}: {self.message}")
 

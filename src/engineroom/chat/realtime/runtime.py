@@ -6,6 +6,8 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
 from engineroom import __version__
 from engineroom.chat.config import ChatSettings
 from engineroom.chat.realtime.auth import TokenVerifier
@@ -129,14 +131,24 @@ class ChatRuntime:
 
 
 _RUNTIMES: weakref.WeakKeyDictionary[Platform, ChatRuntime] = weakref.WeakKeyDictionary()
+# Event handlers get a session, not the platform: the session's engine leads back to it.
+_BY_ENGINE: weakref.WeakKeyDictionary[AsyncEngine, ChatRuntime] = weakref.WeakKeyDictionary()
 
 
 def register(platform: Platform, runtime: ChatRuntime) -> None:
     _RUNTIMES[platform] = runtime
+    _BY_ENGINE[platform.database.engine] = runtime
 
 
 def unregister(platform: Platform) -> None:
     _RUNTIMES.pop(platform, None)
+    _BY_ENGINE.pop(platform.database.engine, None)
+
+
+def runtime_of_session(session: AsyncSession) -> ChatRuntime | None:
+    """The transport running beside the database ``session`` writes to, if any."""
+    bind = session.bind
+    return _BY_ENGINE.get(bind) if isinstance(bind, AsyncEngine) else None
 
 
 def find_runtime(platform: object) -> ChatRuntime | None:

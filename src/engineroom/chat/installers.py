@@ -1,0 +1,13 @@
+"""What the chat domain plugs into a starting transport: the ``room`` namespace's
+authorizer and the RPC methods. Each part of the domain adds its installer here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from engineroom.chat.realtime.runtime import ChatRuntime
+from engineroom.core.platform import Platform
+
+Installer = Callable[[Platform, ChatRuntime], None]
+
+INSTALLERS: tuple[Installer, ...] = ()
