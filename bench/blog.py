@@ -13,10 +13,17 @@ What it does, for each database (``--databases postgresql,sqlite``):
    ``GET /healthz`` as a reference: what the platform serves with no work at all, on
    this machine under its current load.
 
-Needs: ``wrk`` (installed with apt-get when missing and running as root), PostgreSQL on
-127.0.0.1:5432 (user ``postgres``, trust) for the PostgreSQL run.
+``--workers 1,2`` repeats the whole run with ``engineroom serve --workers 2`` (the
+scaled-out topology: the read cache, rate limits and token state in Redis, shared by the
+worker processes) and prints the figures side by side. Several workers need a server
+database, so SQLite is measured with one worker only. The servers use the Redis database
+of ``--redis-url`` (default ``BENCH_REDIS_URL`` or database 12 on 127.0.0.1:6379), whose
+``engineroom:`` keys are removed before each run.
 
-Run from the repository root: ``.venv/bin/python bench/blog.py [--duration 15]``.
+Needs: ``wrk`` (installed with apt-get when missing and running as root), PostgreSQL on
+127.0.0.1:5432 (user ``postgres``, trust) for the PostgreSQL run, Redis for several workers.
+
+Run from the repository root: ``.venv/bin/python bench/blog.py [--duration 15] [--workers 1,2]``.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import redis
 
 ARTICLES = 500
 TAGS_PER_ARTICLE = 3
@@ -48,6 +56,9 @@ BODY_BYTES = 1024
 PASSWORD = "bench-Correct-Horse-Battery-Staple-42"
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 STARTUP_TIMEOUT = 90.0
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+# The platform's default cache key prefix (``engineroom.core.cache.KEY_PREFIX``).
+REDIS_KEYS = "engineroom:*"
 
 
 @dataclass
@@ -80,7 +91,9 @@ def free_port() -> int:
         return port
 
 
-def server_env(data_dir: Path, database_url: str | None) -> dict[str, str]:
+def server_env(
+    data_dir: Path, database_url: str | None, redis_url: str | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINEROOM_")}
     env.update(
         ENGINEROOM_ENVIRONMENT="production",
@@ -93,19 +106,43 @@ def server_env(data_dir: Path, database_url: str | None) -> dict[str, str]:
     )
     if database_url:
         env["ENGINEROOM_DATABASE_URL"] = database_url
+    if redis_url:
+        env["ENGINEROOM_REDIS_URL"] = redis_url
     return env
 
 
+def clear_redis(url: str) -> None:
+    """Remove the platform's keys left in the bench database by an earlier run (they were
+    signed with another secret key)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+    try:
+        keys = list(client.scan_iter(match=REDIS_KEYS, count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
+    except redis.RedisError as exc:
+        sys.exit(f"Redis at {url} is needed for several workers: {exc}")
+    finally:
+        client.close()
+
+
 @contextmanager
-def running_server(workdir: Path, database_url: str | None) -> Iterator[str]:
-    env = server_env(workdir / "data", database_url)
+def running_server(
+    workdir: Path, database_url: str | None, workers: int, redis_url: str
+) -> Iterator[str]:
+    """``engineroom serve`` with ``workers`` processes; several share ``redis_url``."""
+    shared = redis_url if workers > 1 else None
+    if shared:
+        clear_redis(shared)
+    env = server_env(workdir / "data", database_url, shared)
     subprocess.run(
         [sys.executable, "-m", "engineroom", "migrate"], env=env, cwd=workdir, check=True
     )
     port = free_port()
     log = (workdir / "server.log").open("wb")
+    command = [sys.executable, "-m", "engineroom", "serve", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", str(workers)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "engineroom", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        command,
         env=env,
         cwd=workdir,
         stdout=log,
@@ -205,10 +242,21 @@ def run_wrk(wrk: str, name: str, url: str, duration: int, header: str | None) ->
     )
 
 
-def measure(wrk: str, database: str, database_url: str | None, duration: int) -> list[Result]:
+@dataclass(frozen=True)
+class Run:
+    database: str
+    workers: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.database} x{self.workers}"
+
+
+def measure(wrk: str, run: Run, database_url: str | None, args: argparse.Namespace) -> list[Result]:
+    duration: int = args.duration
     with (
         tempfile.TemporaryDirectory(prefix="engineroom-bench-") as tmp,
-        running_server(Path(tmp), database_url) as base,
+        running_server(Path(tmp), database_url, run.workers, args.redis_url) as base,
     ):
         token, slug = asyncio.run(seed(base))
         auth = f"Authorization: Token {token}"
@@ -224,7 +272,7 @@ def measure(wrk: str, database: str, database_url: str | None, duration: int) ->
         results = []
         for name, url, header in targets:
             results.append(run_wrk(wrk, name, url, duration, header))
-            print(f"  {database:<10} {_format(results[-1])}")
+            print(f"  {run.label:<14} {_format(results[-1])}")
         return results
 
 
@@ -255,26 +303,75 @@ def postgres_database() -> Iterator[str]:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def parse_workers(value: str) -> list[int]:
+    try:
+        counts = [int(item) for item in value.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("a comma-separated list of process counts") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("process counts are 1 or more")
+    return counts
+
+
+def plan_runs(databases: list[str], workers: list[int]) -> list[Run]:
+    runs = []
+    for database in databases:
+        if database not in ("postgresql", "sqlite"):
+            sys.exit(f"unknown database {database!r} (postgresql or sqlite)")
+        for count in workers:
+            if database == "sqlite" and count > 1:
+                print(f"sqlite: --workers {count} skipped (several workers need PostgreSQL)")
+                continue
+            runs.append(Run(database, count))
+    return runs
+
+
+def _cell(result: Result | None) -> str:
+    if result is None:
+        return "-"
+    cell = f"{result.requests_per_second:.0f} ({result.p50}/{result.p99})"
+    return cell if result.errors == "none" else f"{cell} errors!"
+
+
+def print_summary(table: dict[Run, list[Result]], duration: int) -> None:
+    """One line per endpoint, one column per worker count."""
+    print(f"\nsummary (wrk -t2 -c64 -d{duration}s, loopback; req/s (p50/p99)):")
+    columns = sorted({run.workers for run in table})
+    titles = [f"{count} worker{'s' if count > 1 else ''}" for count in columns]
+    for database in dict.fromkeys(run.database for run in table):
+        print(f"  {database:<28}" + "".join(f"{title:>30}" for title in titles))
+        by_workers = {
+            run.workers: results for run, results in table.items() if run.database == database
+        }
+        names = [result.name for result in next(iter(by_workers.values()))]
+        for index, name in enumerate(names):
+            cells = [by_workers[count][index] if count in by_workers else None for count in columns]
+            print(f"  {name:<28}" + "".join(f"{_cell(cell):>30}" for cell in cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
     parser.add_argument("--databases", default="postgresql,sqlite")
+    parser.add_argument(
+        "--workers",
+        type=parse_workers,
+        default=[1],
+        help="server processes, e.g. 2, or 1,2 for both side by side (default 1)",
+    )
+    parser.add_argument("--redis-url", default=REDIS_URL, help="Redis shared by several workers")
     args = parser.parse_args()
     wrk = ensure_wrk()
-    table: dict[str, list[Result]] = {}
-    for database in [d.strip() for d in args.databases.split(",") if d.strip()]:
-        print(f"{database}:")
-        if database == "postgresql":
+    databases = [d.strip() for d in args.databases.split(",") if d.strip()]
+    table: dict[Run, list[Result]] = {}
+    for run in plan_runs(databases, args.workers):
+        print(f"{run.database}, {run.workers} worker process(es):")
+        if run.database == "postgresql":
             with postgres_database() as url:
-                table[database] = measure(wrk, database, url, args.duration)
-        elif database == "sqlite":
-            table[database] = measure(wrk, database, None, args.duration)
+                table[run] = measure(wrk, run, url, args)
         else:
-            sys.exit(f"unknown database {database!r} (postgresql or sqlite)")
-    print("\nsummary (wrk -t2 -c64, loopback):")
-    for database, results in table.items():
-        for result in results:
-            print(f"  {database:<10} {_format(result)}")
+            table[run] = measure(wrk, run, None, args)
+    print_summary(table, args.duration)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,14 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.telemetry import TelemetryConfig
 
 from engineroom import __version__
 from engineroom.catalog import load_modules, peers_of
 from engineroom.core.errors import ErrorRenderers, install_error_handlers
 from engineroom.core.graphql import build_graphql_router
 from engineroom.core.health import router as health_router
-from engineroom.core.http import install_middleware
+from engineroom.core.http import install_direct_routes, install_middleware
 from engineroom.core.module import Module
 from engineroom.core.observability.logging import configure_logging
 from engineroom.core.observability.metrics import install_metrics
@@ -44,6 +45,9 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         },
     },
 }
+
+
+_NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 def create_app(
@@ -90,6 +94,10 @@ def create_app(
             {"name": m.openapi_tag or m.name, "description": m.description} for m in selected
         ]
         + [{"name": "platform", "description": "Health, readiness and metrics."}],
+        # FastAPI's own OpenTelemetry support checks the global providers on every
+        # request; traces come from ``configure_tracing`` when an exporter is set, and
+        # with none nothing is traced at all (docs/adr/0008, 0019).
+        telemetry=None if settings.tracing_exporter != "none" else _NO_TELEMETRY,
     )
     app.state.platform = platform
     app.state.settings = settings
@@ -103,13 +111,14 @@ def create_app(
     install_error_handlers(app, renderers)
 
     app.include_router(health_router)
-    install_metrics(app, platform)
+    http_metrics = install_metrics(app, platform)
     for module in selected:
         for router in module.routers:
             app.include_router(router)
     app.include_router(build_graphql_router(selected, settings), prefix="/graphql")
 
-    install_middleware(app, settings)
+    install_direct_routes(app)
+    install_middleware(app, settings, observer=http_metrics)
     configure_tracing(app, settings)
     _install_openapi(app)
     return app

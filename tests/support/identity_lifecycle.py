@@ -2,8 +2,9 @@
 
 ``lifecycle_app`` starts the identity app with its background machinery (the jobs that
 mail links run in process and write ``.eml`` files under ``<data dir>/mail``), a public
-URL for the links, cheap password hashing, and lifecycle settings the test chooses.
-``client_at(env, ip)`` gives a client whose requests come from another address.
+URL for the links, cheap password hashing, and identity settings the test chooses.
+``client_at(env, ip)`` gives a client whose requests come from another address;
+``identity_settings(...)`` builds such settings (cheap hashing, the given overrides).
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ from engineroom.core.platform import Platform
 from engineroom.core.ratelimit import RateLimiter
 from engineroom.identity import audit, rbac
 from engineroom.identity import module as identity_module
-from engineroom.identity.config import configure
-from engineroom.identity.lifecycle_settings import LifecycleSettings, configure_lifecycle
+from engineroom.identity.config import IdentitySettings, configure
 from engineroom.identity.models import AuditEvent
 from engineroom.identity.schemas_lifecycle import AuditEventRead
 from engineroom.identity.session_store import (
@@ -53,8 +53,9 @@ _TOKEN_LINE = re.compile(r"^\s+([A-Za-z0-9_-]{40,})\s*$", re.MULTILINE)
 __all__ = ["PASSWORD", "bearer", "login", "register"]
 
 
-def lifecycle_settings(**overrides: Any) -> LifecycleSettings:
-    return LifecycleSettings(_env_file=None, **overrides)  # type: ignore[call-arg]
+def identity_settings(**overrides: Any) -> IdentitySettings:
+    """Identity settings with cheap hashing and ``overrides`` (limits, link lifetimes)."""
+    return fast_identity_settings(**overrides)
 
 
 @dataclass
@@ -74,7 +75,7 @@ class LifecycleApp:
 async def lifecycle_app(
     settings: Settings,
     *,
-    lifecycle: LifecycleSettings | None = None,
+    identity: IdentitySettings | None = None,
     database_url: str | None = None,
     redis_url: str | None = None,
     redis_prefix: str | None = None,
@@ -91,8 +92,7 @@ async def lifecycle_app(
     if redis_url is not None:
         updates["redis_url"] = redis_url
     settings = settings.model_copy(update=updates)
-    configure(settings, fast_identity_settings())
-    configure_lifecycle(settings, lifecycle or lifecycle_settings())
+    configure(settings, identity or fast_identity_settings())
     await upgrade(settings, [identity_module])
     app = create_app(settings, modules=[identity_module], run_background=True)
     async with LifespanManager(app):

@@ -3,18 +3,16 @@
 A page of articles costs a constant number of statements whatever its size: the page
 itself (authors joined in), then one batch each for ``favorited``, ``author.following``
 and ``comments`` when the query asks for them. Resolvers of one operation share its
-session, so a per-operation lock keeps two loaders from using it at the same moment.
+session, so their database work goes through the context's ``exclusive``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
-from weakref import WeakKeyDictionary
 
 import strawberry
 from strawberry.dataloader import DataLoader
@@ -34,13 +32,10 @@ from engineroom.core.graphql import GraphQLContext
 MAX_PAGE = 100
 T = TypeVar("T")
 Ctx = Info[GraphQLContext, None]
-_locks: WeakKeyDictionary[GraphQLContext, asyncio.Lock] = WeakKeyDictionary()
 
 
 async def _exclusive(info: Ctx, work: Callable[[], Awaitable[T]]) -> T:
-    lock = _locks.setdefault(info.context, asyncio.Lock())
-    async with lock:
-        return await work()
+    return await info.context.exclusive(work)
 
 
 def _runtime(info: Ctx) -> BlogRuntime:

@@ -43,6 +43,7 @@ from engineroom.blog.views import ArticlePage, ArticleQuery
 from engineroom.core.auth import CurrentPrincipal, OptionalPrincipal, get_optional_principal
 from engineroom.core.deps import PlatformDep
 from engineroom.core.errors import Unauthorized, error_responses
+from engineroom.core.http import direct
 
 router = APIRouter(prefix="/api", tags=["blog"])
 
@@ -65,7 +66,9 @@ def _dumps(build: Callable[[], Awaitable[dict[str, Any]]]) -> Callable[[], Await
 
 
 # Routes match in the order they are declared, and every request to a later route pays
-# for checking the earlier ones: the hot public reads come first.
+# for checking the earlier ones: the hot public reads come first. They are also direct
+# routes (engineroom.core.http.direct): the kernel serves them without FastAPI's routing
+# and dependency machinery, so they take the Request and parse what they need themselves.
 
 
 @router.get(
@@ -74,6 +77,7 @@ def _dumps(build: Callable[[], Awaitable[dict[str, Any]]]) -> Callable[[], Await
     summary="Tags in use, the most used first",
     responses=error_responses(),
 )
+@direct
 async def tags(request: Request) -> Response:
     platform = platform_of(request)
 
@@ -95,6 +99,7 @@ async def tags(request: Request) -> Response:
     responses=error_responses(Unauthorized, InvalidInput),
     openapi_extra={"parameters": LIST_PARAMETERS},
 )
+@direct
 async def list_articles(request: Request) -> Response:
     platform = platform_of(request)
     runtime = runtime_for(platform)
@@ -222,6 +227,7 @@ async def create_article(
     summary="Get an article (drafts: their author only)",
     responses=error_responses(Unauthorized, ArticleNotFound),
 )
+@direct
 async def get_article(slug: str, request: Request) -> Response:
     platform = platform_of(request)
     principal = await get_optional_principal(request)

@@ -12,17 +12,19 @@ The table (``blog_article_fts``) is built by the migration and has no model (see
 
 from __future__ import annotations
 
-import hashlib
-import re
 import uuid
 from typing import Protocol
 
-from sqlalchemy import Float, Subquery, column, text
+from sqlalchemy import Subquery, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-MAX_QUERY_LENGTH = 200
-MAX_TERMS = 12
-_WORD = re.compile(r"\w+", re.UNICODE)
+from engineroom.core.search import (
+    boolean_mode_all_terms,
+    fts5_all_terms,
+    hits,
+    sqlite_rowid,
+    terms_of,
+)
 
 
 class SearchIndex(Protocol):
@@ -37,31 +39,15 @@ class SearchIndex(Protocol):
         when the query has no searchable word."""
 
 
-def terms_of(query: str) -> list[str]:
-    """The words of a user's query (punctuation and operators dropped)."""
-    return _WORD.findall(query[:MAX_QUERY_LENGTH])[:MAX_TERMS]
-
-
 def _hits(sql: str, **params: str) -> Subquery:
-    return (
-        text(sql)
-        .bindparams(**params)
-        .columns(column("article_id"), column("score", Float()))
-        .subquery("search_hits")
-    )
-
-
-def _sqlite_rowid(article_id: uuid.UUID) -> int:
-    # FTS5 rows need an integer key; the article's implicit rowid is not stable across
-    # VACUUM, so use 63 bits of a hash of its id (collisions: ~n**2 / 2**64).
-    return int.from_bytes(hashlib.blake2b(article_id.bytes, digest_size=8).digest(), "big") >> 1
+    return hits(sql, "article_id", **params)
 
 
 class SqliteSearch:
     async def put(
         self, session: AsyncSession, article_id: uuid.UUID, title: str, description: str, body: str
     ) -> None:
-        rowid = _sqlite_rowid(article_id)
+        rowid = sqlite_rowid(article_id)
         await session.execute(text("DELETE FROM blog_article_fts WHERE rowid = :r"), {"r": rowid})
         await session.execute(
             text(
@@ -81,20 +67,17 @@ class SqliteSearch:
         for article_id in article_ids:
             await session.execute(
                 text("DELETE FROM blog_article_fts WHERE rowid = :r"),
-                {"r": _sqlite_rowid(article_id)},
+                {"r": sqlite_rowid(article_id)},
             )
 
     def matches(self, query: str) -> Subquery | None:
         terms = terms_of(query)
         if not terms:
             return None
-        # Each word quoted (FTS5 syntax cannot leak in), all required; the last one may
-        # be a prefix, so results follow the user while they type.
-        expression = " ".join(f'"{term}"' for term in terms) + "*"
         return _hits(
             "SELECT article_id, -bm25(blog_article_fts, 0.0, 10.0, 4.0, 1.0) AS score "
             "FROM blog_article_fts WHERE blog_article_fts MATCH :q",
-            q=expression,
+            q=fts5_all_terms(terms),
         )
 
 
@@ -161,9 +144,8 @@ class MysqlSearch:
         terms = terms_of(query)
         if not terms:
             return None
-        # Boolean mode: every word required, each may be a prefix ("dragon" finds
-        # "dragons": InnoDB does not stem); a title match weighs ten times more.
-        expression = " ".join(f"+{term}*" for term in terms)
+        # Every word required, each as a prefix; a title match weighs ten times more.
+        expression = boolean_mode_all_terms(terms)
         everywhere = "MATCH(title, description, body) AGAINST (:q IN BOOLEAN MODE)"
         in_title = "MATCH(title) AGAINST (:q IN BOOLEAN MODE)"
         return _hits(

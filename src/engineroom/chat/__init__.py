@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engineroom.chat import activity_router, graphql, messages_router, rooms_router
 from engineroom.chat import models as _models  # noqa: F401  (registers the tables)
 from engineroom.chat.config import ChatSettings, chat_settings
 from engineroom.chat.events import SUBSCRIPTIONS
@@ -57,7 +58,15 @@ def build_module(
 
     return Module(
         name="chat",
-        routers=(ws.router, api.router),
+        routers=(
+            ws.router,
+            api.router,
+            rooms_router.router,
+            messages_router.router,
+            activity_router.router,
+        ),
+        graphql_queries=graphql.QUERIES,
+        graphql_mutations=graphql.MUTATIONS,
         subscriptions=SUBSCRIPTIONS,
         migrations=MIGRATIONS_DIR,
         on_startup=(start,),

@@ -24,9 +24,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from engineroom.chat.authorizer import end_room_subscriptions
 from engineroom.chat.errors import RealtimeUnavailable
 from engineroom.chat.realtime.runtime import runtime_of_session
+from engineroom.chat.search import forget_deleted_room
 from engineroom.core.events import Event, Subscription, publish
+from engineroom.identity.public import EVENT_USER_DELETED
 
 ROOM_CREATED = "chat.room.created"
 ROOM_UPDATED = "chat.room.updated"
@@ -105,7 +108,18 @@ async def forward_live(event: Event, session: AsyncSession) -> None:
         await runtime.hub.publish(f"#{user}", data)
 
 
+async def forget_deleted_user(event: Event, session: AsyncSession) -> None:
+    """identity.user.deleted: the account's memberships, invites and bans go."""
+    # Imported here because membership records its events through this module.
+    from engineroom.chat.membership import forget_user
+
+    await forget_user(session, uuid.UUID(str(event.payload["user_id"])))
+
+
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("chat.live_delivery", f"{_EVENT_PREFIX}*", forward_live),
+    Subscription("chat.rooms.end_subscriptions", "chat.member.*", end_room_subscriptions),
+    Subscription("chat.rooms.forget_deleted_user", EVENT_USER_DELETED, forget_deleted_user),
+    Subscription("chat.messages.forget_room_index", ROOM_DELETED, forget_deleted_room),
 )
 """Modules of the domain add their handlers for other modules' events here."""

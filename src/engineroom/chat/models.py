@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 
 from engineroom.core.clock import new_id, utcnow
@@ -41,6 +42,12 @@ REASON_LENGTH = 500
 
 # Counters that only grow; SQLite's INTEGER is already 64-bit.
 _COUNTER = BigInteger().with_variant(Integer(), "sqlite")
+# Reactions compare byte for byte: MariaDB's default utf8mb4 collations weigh every emoji
+# outside the Basic Multilingual Plane the same (and ignore case), which would merge
+# different reactions into one primary key.
+_EMOJI = String(EMOJI_LENGTH).with_variant(
+    mysql.VARCHAR(EMOJI_LENGTH, collation="utf8mb4_bin"), "mysql", "mariadb"
+)
 
 
 class RoomKind(StrEnum):
@@ -157,5 +164,5 @@ class Reaction(Base):
         ForeignKey("chat_message.id", ondelete="CASCADE"), primary_key=True
     )
     user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    emoji: Mapped[str] = mapped_column(String(EMOJI_LENGTH), primary_key=True)
+    emoji: Mapped[str] = mapped_column(_EMOJI, primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -64,11 +64,20 @@ class PrincipalResolver(Protocol):
         """Return the principal, ``None`` for unknown credentials; may raise ``AppError``."""
 
 
-def extract_credentials(request: Request) -> Credentials | None:
+def extract_credentials(request: HTTPConnection) -> Credentials | None:
     """Find the credential a request carries: Authorization, X-API-Key, then the cookie."""
-    authorization = request.headers.get("authorization")
+    # One pass over the raw headers (the first of each counts, as with request.headers):
+    # this runs on every request that may have a caller, signed in or not.
+    authorization = api_key = cookie = None
+    for name, raw in request.scope["headers"]:
+        if name == b"authorization":
+            authorization = raw if authorization is None else authorization
+        elif name == b"x-api-key":
+            api_key = raw if api_key is None else api_key
+        elif name == b"cookie":
+            cookie = raw if cookie is None else cookie
     if authorization:
-        scheme, _, value = authorization.partition(" ")
+        scheme, _, value = authorization.decode("latin-1").partition(" ")
         value = value.strip()
         if scheme.lower() not in ("bearer", "token") or not value:
             raise Unauthorized(
@@ -76,13 +85,13 @@ def extract_credentials(request: Request) -> Credentials | None:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         return Credentials("bearer", value)
-    api_key = request.headers.get("x-api-key")
     if api_key:
-        return Credentials("api_key", api_key.strip())
-    for name in SESSION_COOKIE_NAMES:
-        cookie = request.cookies.get(name)
-        if cookie:
-            return Credentials("session", cookie)
+        return Credentials("api_key", api_key.decode("latin-1").strip())
+    if cookie:
+        for name in SESSION_COOKIE_NAMES:
+            found = request.cookies.get(name)
+            if found:
+                return Credentials("session", found)
     return None
 
 
@@ -123,6 +132,11 @@ async def get_principal(
     if principal is None:
         raise Unauthorized("Authentication required.", headers={"WWW-Authenticate": "Bearer"})
     return principal
+
+
+async def require_principal(request: Request) -> Principal:
+    """The caller, for routes that resolve it themselves (direct routes); 401 if none."""
+    return await get_principal(await get_optional_principal(request))
 
 
 OptionalPrincipal = Annotated[Principal | None, Depends(get_optional_principal)]

@@ -186,7 +186,8 @@ async def _credential_reader(session: AsyncSession) -> AsyncIterator[AsyncSessio
     On SQLite the request's session takes the database-wide write lock with its first
     statement; holding it through a hash (tens of milliseconds) would queue every writer
     behind every login. There the check reads through the read pool (the same file, in
-    WAL mode: no lock, no lag) and the request's session is used only afterwards.
+    WAL mode: no lock, no lag) and the request's session is used only afterwards. Any
+    other database reads through the request's session, which later statements reuse.
     """
     bind = session.bind
     database = _SQLITE_DATABASES.get(bind.sync_engine) if isinstance(bind, AsyncEngine) else None
@@ -197,33 +198,49 @@ async def _credential_reader(session: AsyncSession) -> AsyncIterator[AsyncSessio
         yield reader
 
 
+@dataclass(frozen=True)
+class SignIn:
+    """An authenticated account, with the grants its tokens will carry."""
+
+    user: User
+    grants: repository.Grants
+
+
 async def authenticate(
     session: AsyncSession, config: IdentitySettings, *, email: str, password: str
-) -> User:
+) -> SignIn:
     """The account for these credentials, or ``InvalidCredentials``.
 
     Unknown emails cost one dummy verification so both failures take about as long and
     read the same. A hash made with older parameters is replaced by a current one.
     """
     async with _credential_reader(session) as reader:
-        found = await repository.user_by_email(reader, normalize_email(email))
-        if found is None:
-            await passwords.dummy_verify(config, password)
-            raise InvalidCredentials()
-        user_id, changed_at = found.id, found.password_changed_at
-        check = await passwords.verify_password(config, found.password_hash, password)
+        found = await repository.account_by_email(reader, normalize_email(email))
+        if found is not None:
+            # Copied out: the objects of a side read expire when it ends.
+            user_id, changed_at = found.user.id, found.user.password_changed_at
+            encoded = found.user.password_hash
+    if found is None:
+        await passwords.dummy_verify(config, password)
+        raise InvalidCredentials()
+    # Hashed after the side read ended: that read holds a pooled connection, and with
+    # many logins at once the pool would run dry while the hashes queue.
+    check = await passwords.verify_password(config, encoded, password)
     if not check.valid:
         raise InvalidCredentials()
     new_hash = await passwords.hash_password(config, password) if check.needs_rehash else None
-    user = await repository.user_by_id(session, user_id)
-    if user is None or user.password_changed_at != changed_at:
+    # Read through the request's own session, the account is already there; read on the
+    # side (SQLite), it is read again where it will be written.
+    account = found if reader is session else await repository.account_by_id(session, user_id)
+    if account is None or account.user.password_changed_at != changed_at:
         # Deleted, or given a new password, while this check ran.
         raise InvalidCredentials()
+    user = account.user
     if not user.is_active:
         raise AccountDisabled("This account is disabled.")
     if new_hash is not None:
         user.password_hash = new_hash
-    return user
+    return SignIn(user=user, grants=account.grants)
 
 
 def record_login(session: AsyncSession, user: User, method: str) -> None:

@@ -173,10 +173,10 @@ class AuditEventPage:
 
 
 def _roles_loader(info: IdentityInfo) -> DataLoader[uuid.UUID, list[str]]:
-    session = info.context.session
+    context = info.context
 
     async def load(user_ids: list[uuid.UUID]) -> list[list[str]]:
-        names = await repository.role_names_of(session, user_ids)
+        names = await context.exclusive(lambda: repository.role_names_of(context.session, user_ids))
         return [sorted(names.get(user_id, [])) for user_id in user_ids]
 
     return info.context.loaders.get(_ROLES_LOADER, lambda: DataLoader(load_fn=load))
@@ -184,14 +184,21 @@ def _roles_loader(info: IdentityInfo) -> DataLoader[uuid.UUID, list[str]]:
 
 async def _me(info: IdentityInfo) -> tuple[Principal, User]:
     principal = await info.context.require_principal()
-    return principal, await accounts.user_for_principal(info.context.session, principal)
+    return principal, await _user_of(info, principal)
+
+
+async def _user_of(info: IdentityInfo, principal: Principal) -> User:
+    # Sibling fields of other modules may use the session at the same time.
+    return await info.context.exclusive(
+        lambda: accounts.user_for_principal(info.context.session, principal)
+    )
 
 
 async def _owner(info: IdentityInfo) -> tuple[Principal, User]:
     principal = await info.context.require_principal()
     if principal.kind != "user":
         raise api_keys.ApiKeyForbidden("API keys are managed by their owner signed in.")
-    return principal, await accounts.user_for_principal(info.context.session, principal)
+    return principal, await _user_of(info, principal)
 
 
 async def _permitted(info: IdentityInfo, permission: str) -> Principal:
@@ -243,7 +250,9 @@ async def _me_field(info: IdentityInfo) -> UserNode | None:
 
 async def _my_sessions(info: IdentityInfo) -> list[SessionNode]:
     _, user = await _me(info)
-    records = await sessions.list_sessions(info.context.session, info.context.platform, user.id)
+    records = await info.context.exclusive(
+        lambda: sessions.list_sessions(info.context.session, info.context.platform, user.id)
+    )
     current = sessions.current_session(_request(info))
     current_id = current.record.id if current is not None else None
     return [SessionNode.of(record, current_id) for record in records]
@@ -251,7 +260,9 @@ async def _my_sessions(info: IdentityInfo) -> list[SessionNode]:
 
 async def _my_api_keys(info: IdentityInfo) -> list[ApiKeyNode]:
     _, user = await _owner(info)
-    rows = await api_keys.list_api_keys(info.context.session, user.id)
+    rows = await info.context.exclusive(
+        lambda: api_keys.list_api_keys(info.context.session, user.id)
+    )
     return [ApiKeyNode.of(row) for row in rows]
 
 
@@ -269,11 +280,9 @@ async def _users(
         status=lifecycle.UserStatus(status.value) if status is not None else None,
         role=role[:64] if role else None,
     )
-    page = await lifecycle.search_users(
-        info.context.session,
-        filters,
-        cursor=after,
-        limit=_page_size(first, lifecycle.MAX_PAGE),
+    limit = _page_size(first, lifecycle.MAX_PAGE)
+    page = await info.context.exclusive(
+        lambda: lifecycle.search_users(info.context.session, filters, cursor=after, limit=limit)
     )
     # The page came with its roles: the loader serves them without another query.
     loader = _roles_loader(info)
@@ -302,8 +311,9 @@ async def _audit_events(
         since=_utc(since),
         until=_utc(until),
     )
-    page = await audit.search(
-        info.context.session, filters, cursor=after, limit=_page_size(first, audit.MAX_PAGE)
+    limit = _page_size(first, audit.MAX_PAGE)
+    page = await info.context.exclusive(
+        lambda: audit.search(info.context.session, filters, cursor=after, limit=limit)
     )
     return AuditEventPage(
         nodes=[AuditEventNode.of(event) for event in page.events],

@@ -22,7 +22,7 @@ from engineroom.core.jobs import JobContext, JobSpec
 from engineroom.core.mail import send_email
 from engineroom.core.platform import Platform
 from engineroom.identity import audit, repository
-from engineroom.identity.lifecycle_settings import lifecycle_settings
+from engineroom.identity.config import identity_settings
 from engineroom.identity.refresh import ClientInfo
 from engineroom.identity.verification import Purpose, issue_token
 
@@ -47,7 +47,7 @@ def _ttl_text(ttl: timedelta) -> str:
 
 
 def _link_lines(platform: Platform, page: str, raw: str, api_path: str) -> str:
-    base = lifecycle_settings(platform.settings).links_base(platform.settings)
+    base = identity_settings(platform.settings).links_base(platform.settings)
     lines = []
     if base is not None:
         lines.append(f"Open this link:\n\n  {base}/{page}?token={quote(raw)}\n")
@@ -56,7 +56,7 @@ def _link_lines(platform: Platform, page: str, raw: str, api_path: str) -> str:
 
 
 def reset_mail(platform: Platform, to: str, raw: str) -> Mail:
-    ttl = lifecycle_settings(platform.settings).reset_password_ttl
+    ttl = identity_settings(platform.settings).reset_password_ttl
     body = (
         "Someone asked to reset the password of your account.\n\n"
         + _link_lines(platform, "reset-password", raw, f"{API_BASE}/password/reset")
@@ -67,7 +67,7 @@ def reset_mail(platform: Platform, to: str, raw: str) -> Mail:
 
 
 def verification_mail(platform: Platform, to: str, raw: str) -> Mail:
-    ttl = lifecycle_settings(platform.settings).verify_email_ttl
+    ttl = identity_settings(platform.settings).verify_email_ttl
     body = (
         "Please confirm that this address is yours.\n\n"
         + _link_lines(platform, "verify-email", raw, f"{API_BASE}/email/verify")
@@ -77,7 +77,7 @@ def verification_mail(platform: Platform, to: str, raw: str) -> Mail:
 
 
 def change_mail(platform: Platform, to: str, raw: str) -> Mail:
-    ttl = lifecycle_settings(platform.settings).change_email_ttl
+    ttl = identity_settings(platform.settings).change_email_ttl
     body = (
         "Confirm that your account should use this address from now on.\n\n"
         + _link_lines(platform, "confirm-email", raw, f"{API_BASE}/email/change/confirm")
@@ -119,7 +119,7 @@ async def _password_reset(
             details={"email": email, "reason": "disabled" if user else "unknown_account"},
         )
         return []
-    ttl = lifecycle_settings(platform.settings).reset_password_ttl
+    ttl = identity_settings(platform.settings).reset_password_ttl
     raw = await issue_token(session, user_id=user.id, purpose=Purpose.RESET_PASSWORD, ttl=ttl)
     audit.record(session, audit.Action.PASSWORD_RESET_REQUEST, user_id=user.id, client=client)
     return [reset_mail(platform, user.email, raw)]
@@ -143,7 +143,7 @@ async def email_verification_job(ctx: JobContext, *, user_id: str) -> None:
                 session,
                 user_id=user.id,
                 purpose=Purpose.VERIFY_EMAIL,
-                ttl=lifecycle_settings(platform.settings).verify_email_ttl,
+                ttl=identity_settings(platform.settings).verify_email_ttl,
                 new_email=user.email,
             )
             mails.append(verification_mail(platform, user.email, raw))
@@ -160,7 +160,7 @@ async def email_change_job(ctx: JobContext, *, user_id: str, new_email: str) -> 
                 session,
                 user_id=user.id,
                 purpose=Purpose.CHANGE_EMAIL,
-                ttl=lifecycle_settings(platform.settings).change_email_ttl,
+                ttl=identity_settings(platform.settings).change_email_ttl,
                 new_email=new_email,
             )
             mails.append(change_mail(platform, new_email, raw))

@@ -3,6 +3,8 @@
 Hashing costs about 19 MiB and tens of milliseconds of CPU per call, so it runs in a small
 thread pool (argon2's C code releases the GIL) whose size bounds how many hashes run at
 once; requests beyond that wait in the pool's queue while the event loop keeps serving.
+The hashing threads run at a lower scheduling priority than the rest of the process (see
+``_yield_to_the_event_loop``), so that a loop with work to do is not queued behind them.
 An unknown account still pays for one verification against a dummy hash, so a login
 answers in about the same time whether or not the email exists.
 
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +30,32 @@ from engineroom.identity.config import IdentitySettings
 
 MIN_LENGTH = 8
 MAX_LENGTH = 256
+HASH_THREAD_NICENESS = 10
+"""How much nicer than the event loop the hashing threads run (Linux nice, added)."""
 _DUMMY_PASSWORD = "engineroom dummy password for unknown accounts"
+
+
+def _yield_to_the_event_loop() -> None:
+    """Lower the scheduling priority of the calling (hashing) thread.
+
+    With as many hashing threads as cores, a burst of logins keeps every core busy, and
+    the event loop thread then waits its turn like any other: every request, a health
+    check included, queues behind hashes for tens of milliseconds. A nicer hashing thread
+    still gets every cycle the loop does not want (login throughput is unchanged), but
+    the loop thread is scheduled first when it has work. Linux sets the nice value per
+    thread; elsewhere this is a no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    thread = threading.get_native_id()
+    try:
+        # Relative to the thread's current value: a server started with ``nice`` keeps
+        # its hashing threads below its loop too.
+        niceness = min(19, os.getpriority(os.PRIO_PROCESS, thread) + HASH_THREAD_NICENESS)
+        os.setpriority(os.PRIO_PROCESS, thread, niceness)
+    except OSError:
+        # A container that forbids it still hashes, only without the priority.
+        return
 
 
 @dataclass(frozen=True)
@@ -48,7 +77,9 @@ class _Pool:
             type=Type.ID,
         )
         self.executor = ThreadPoolExecutor(
-            max_workers=config.password_hash_concurrency, thread_name_prefix="argon2"
+            max_workers=config.password_hash_concurrency,
+            thread_name_prefix="argon2",
+            initializer=_yield_to_the_event_loop,
         )
         self._dummy: str | None = None
         self._dummy_lock = threading.Lock()

@@ -26,7 +26,7 @@ from engineroom.identity.revocation import revoke_sign_ins
 
 async def authenticate(
     session: AsyncSession, platform: Platform, client: ClientInfo, *, email: str, password: str
-) -> User:
+) -> accounts.SignIn:
     """``accounts.authenticate`` behind the login limits, audited as ``login``.
 
     Raises ``RateLimited`` (429, ``Retry-After``) when a limit is reached (see
@@ -36,18 +36,19 @@ async def authenticate(
     async with audit.failures_recorded(platform, audit.Action.LOGIN, client=client, email=email):
         await throttle.check_login(platform, identifier=email, address=address)
         try:
-            user = await accounts.authenticate(
+            signed_in = await accounts.authenticate(
                 session, identity_settings(platform.settings), email=email, password=password
             )
         except InvalidCredentials:
             await throttle.login_failed(platform, identifier=email, address=address)
             raise
         await throttle.login_succeeded(platform, identifier=email, address=address)
+    user = signed_in.user
     details: dict[str, object] = {"method": "password"}
     if user.mfa_enabled:
         details["second_factor"] = "pending"
     audit.record(session, audit.Action.LOGIN, user_id=user.id, client=client, details=details)
-    return user
+    return signed_in
 
 
 async def complete_mfa_login(

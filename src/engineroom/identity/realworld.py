@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import uuid
 
+import orjson
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from engineroom.core.auth import CurrentPrincipal
+from engineroom.core.auth import CurrentPrincipal, require_principal
 from engineroom.core.deps import PlatformDep, SessionDep
 from engineroom.core.errors import Conflict, Forbidden, Unauthorized
+from engineroom.core.http import direct
 from engineroom.core.platform import Platform
-from engineroom.core.responses import ORJSONResponse
+from engineroom.core.responses import encoded_json
 from engineroom.identity import accounts, audit, profile_cache, protection, repository
 from engineroom.identity.config import identity_settings
 from engineroom.identity.errors import (
@@ -97,16 +99,21 @@ def _as_unprocessable(exc: Conflict) -> ValidationFailed:
 
 
 async def _response(
-    session: AsyncSession, platform: Platform, user: User, token: str | None = None
+    session: AsyncSession,
+    platform: Platform,
+    user: User,
+    token: str | None = None,
+    grants: repository.Grants | None = None,
 ) -> UserResponse:
     if token is None:
-        roles, permissions = await repository.roles_and_permissions(session, user.id)
+        if grants is None:
+            grants = await repository.grants_of(session, user.id)
         issued = await issue_access_token(
             platform,
             user_id=user.id,
             username=user.username,
-            roles=roles,
-            permissions=permissions,
+            roles=grants.roles,
+            permissions=grants.permissions,
             ttl=identity_settings(platform.settings).realworld_token_ttl,
         )
         token = issued.token
@@ -160,7 +167,7 @@ async def login(
 ) -> UserResponse:
     given = _require(email=body.user.email, password=body.user.password)
     try:
-        user = await protection.authenticate(
+        signed_in = await protection.authenticate(
             session,
             platform,
             audit.client_of(request),
@@ -169,12 +176,13 @@ async def login(
         )
     except InvalidCredentials as exc:
         raise Unauthorized(exc.message, field_errors={"email or password": ["is invalid"]}) from exc
+    user = signed_in.user
     if user.mfa_enabled:
         raise SecondFactorRequired(
             "This account uses a second factor: log in with /api/v1/identity/token."
         )
     accounts.record_login(session, user, "password")
-    return await _response(session, platform, user)
+    return await _response(session, platform, user, grants=signed_in.grants)
 
 
 @router.get(
@@ -183,11 +191,13 @@ async def login(
     summary="Current user (RealWorld)",
     responses={401: _ERRORS, 403: _ERRORS},
 )
-async def current_user(
-    request: Request, principal: CurrentPrincipal, platform: PlatformDep
-) -> Response:
+@direct
+async def current_user(request: Request) -> Response:
     # The hot path of RealWorld clients: the token proves who asks, the profile comes
-    # from a short-lived cache (see ``profile_cache``).
+    # from a short-lived cache (see ``profile_cache``), and the kernel serves the route
+    # directly (engineroom.core.http.direct), so it resolves the caller itself.
+    principal = await require_principal(request)
+    platform: Platform = request.app.state.platform
     if principal.kind == "api_key":
         # The answer carries a token the client then uses as its session: an API key is
         # not one. Its owner is readable at GET /api/v1/identity/me.
@@ -215,7 +225,7 @@ async def current_user(
         "bio": found.bio,
         "image": found.image,
     }
-    return ORJSONResponse({"user": body})
+    return encoded_json(orjson.dumps({"user": body}))
 
 
 @router.put(

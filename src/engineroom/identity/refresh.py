@@ -83,22 +83,30 @@ async def issue_pair(
     family_id: uuid.UUID | None = None,
     parent_id: uuid.UUID | None = None,
     refresh_expires_at: datetime | None = None,
+    grants: repository.Grants | None = None,
 ) -> tuple[TokenPair, RefreshToken]:
-    """A new access token and a new refresh token (a new family unless ``family_id``)."""
+    """A new access token and a new refresh token (a new family unless ``family_id``).
+
+    ``grants`` are the user's roles and permissions when the caller has just read them.
+    The refresh token row is added to the session, not flushed: it is written with the
+    rest of the transaction at commit, in the same flush.
+    """
     config = identity_settings(platform.settings)
     scope_list = sorted(set(scopes)) if scopes is not None else None
-    roles, permissions = await repository.roles_and_permissions(session, user.id)
+    if grants is None:
+        grants = await repository.grants_of(session, user.id)
     access = await issue_access_token(
         platform,
         user_id=user.id,
         username=user.username,
-        roles=roles,
-        permissions=permissions,
+        roles=grants.roles,
+        permissions=grants.permissions,
         scopes=scope_list,
     )
     raw = REFRESH_PREFIX + crypto.new_token(_REFRESH_BYTES)
     client = client or ClientInfo()
     row = RefreshToken(
+        id=new_id(),
         user_id=user.id,
         family_id=family_id or new_id(),
         token_hash=crypto.hash_token(raw),
@@ -109,7 +117,6 @@ async def issue_pair(
         user_agent=client.user_agent[:512] if client.user_agent else None,
     )
     session.add(row)
-    await session.flush()
     pair = TokenPair(
         access_token=access.token,
         access_expires_at=access.expires_at,
@@ -139,10 +146,11 @@ async def refresh(
         return RefreshOutcome(pair=None)
     if row.rotated_at is not None:
         return await _rotated_again(session, platform, row, now)
-    user = await repository.user_by_id(session, row.user_id)
-    if user is None or not user.is_active:
+    account = await repository.account_by_id(session, row.user_id)
+    if account is None or not account.user.is_active:
         await revoke_family(session, row.family_id)
-        return RefreshOutcome(pair=None, user=user)
+        return RefreshOutcome(pair=None, user=account.user if account is not None else None)
+    user = account.user
     pair, successor = await issue_pair(
         session,
         platform,
@@ -153,6 +161,7 @@ async def refresh(
         parent_id=row.id,
         # A family lives as long as its first token: rotation does not extend a login.
         refresh_expires_at=row.expires_at,
+        grants=account.grants,
     )
     row.rotated_at = now
     row.successor_id = successor.id

@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engineroom.identity.models import Role, RolePermission, User, UserRole
+
+
+@dataclass(frozen=True)
+class Grants:
+    """A user's role names and the union of their permissions (what an access token says)."""
+
+    roles: frozenset[str]
+    permissions: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Account:
+    user: User
+    grants: Grants
 
 
 def username_key(username: str) -> str:
@@ -72,6 +87,12 @@ async def role_names_of(
     return names
 
 
+async def grants_of(session: AsyncSession, user_id: uuid.UUID) -> Grants:
+    """The user's role names and the union of their permissions."""
+    roles, permissions = await roles_and_permissions(session, user_id)
+    return Grants(roles=roles, permissions=permissions)
+
+
 async def roles_and_permissions(
     session: AsyncSession, user_id: uuid.UUID
 ) -> tuple[frozenset[str], frozenset[str]]:
@@ -90,6 +111,35 @@ async def roles_and_permissions(
         if permission is not None:
             permissions.add(permission)
     return frozenset(roles), frozenset(permissions)
+
+
+async def _account(session: AsyncSession, condition: ColumnElement[bool]) -> Account | None:
+    # One statement for the user and its grants: a login needs both, and each statement
+    # is a round trip (on SQLite, several hops to the driver's thread).
+    rows = (
+        await session.execute(
+            select(User, Role.name, RolePermission.permission)
+            .outerjoin(UserRole, UserRole.user_id == User.id)
+            .outerjoin(Role, Role.id == UserRole.role_id)
+            .outerjoin(RolePermission, RolePermission.role_id == Role.id)
+            .where(condition)
+        )
+    ).all()
+    if not rows:
+        return None
+    roles = frozenset(name for _, name, _ in rows if name is not None)
+    permissions = frozenset(permission for _, _, permission in rows if permission is not None)
+    return Account(user=rows[0][0], grants=Grants(roles=roles, permissions=permissions))
+
+
+async def account_by_email(session: AsyncSession, email: str) -> Account | None:
+    """The user with this (normalized) email and its grants, in one statement."""
+    return await _account(session, User.email == email)
+
+
+async def account_by_id(session: AsyncSession, user_id: uuid.UUID) -> Account | None:
+    """The user and its grants, in one statement."""
+    return await _account(session, User.id == user_id)
 
 
 # ---- roles ------------------------------------------------------------------------------

@@ -51,7 +51,9 @@ router = APIRouter(prefix=PREFIX, tags=["identity"])
 well_known = APIRouter(tags=["identity"])
 
 
-def client_info(request: Request) -> refresh.ClientInfo:
+async def client_info(request: Request) -> refresh.ClientInfo:
+    # async on purpose: FastAPI runs a plain-def dependency in its thread pool, a thread
+    # hop per login for two attribute reads.
     return refresh.ClientInfo(
         ip=request.client.host if request.client else None,
         user_agent=request.headers.get("user-agent"),
@@ -120,14 +122,17 @@ async def login(
     body: LoginRequest, session: SessionDep, platform: PlatformDep, client: ClientDep
 ) -> TokenResponse | MfaRequiredResponse:
     scopes = parse_scope(body.scope)
-    user = await protection.authenticate(
+    signed_in = await protection.authenticate(
         session, platform, client, email=body.email, password=body.password
     )
+    user = signed_in.user
     if user.mfa_enabled:
         # The narrowing travels in the challenge: the code step must not widen it.
         challenge = await start_second_factor(session, platform, user, scopes=scopes)
         return MfaRequiredResponse.of(challenge)
-    pair, _ = await refresh.issue_pair(session, platform, user, scopes=scopes, client=client)
+    pair, _ = await refresh.issue_pair(
+        session, platform, user, scopes=scopes, client=client, grants=signed_in.grants
+    )
     accounts.record_login(session, user, "password")
     return TokenResponse.of(pair)
 

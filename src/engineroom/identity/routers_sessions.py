@@ -77,9 +77,10 @@ async def sign_in(
 ) -> SessionStarted | MfaRequiredResponse:
     # Login CSRF: another site must not sign the browser in to an account of its choosing.
     check_origin(request, platform.settings.cors_origins)
-    user = await protection.authenticate(
+    signed_in = await protection.authenticate(
         session, platform, client, email=body.email, password=body.password
     )
+    user = signed_in.user
     if user.mfa_enabled:
         response.status_code = 200
         return MfaRequiredResponse.of(mfa.start_session_login(platform.settings, user))

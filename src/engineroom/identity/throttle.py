@@ -50,7 +50,7 @@ from limits.errors import StorageError
 from engineroom.core.errors import RateLimited
 from engineroom.core.platform import Platform
 from engineroom.core.ratelimit import RateLimitResult
-from engineroom.identity.lifecycle_settings import LifecycleSettings, lifecycle_settings
+from engineroom.identity.config import IdentitySettings, identity_settings
 
 _SCOPE = "identity-login"
 _CODE_SCOPE = "identity-code"
@@ -166,14 +166,14 @@ class LoginKey:
         return cls(account=account_key(identifier), address=address)
 
 
-def _cleared_by_success(config: LifecycleSettings, key: LoginKey) -> list[_Window]:
+def _cleared_by_success(config: IdentitySettings, key: LoginKey) -> list[_Window]:
     return [
         _Window(config.login_limit_per_account_address, ("acct-addr", key.account, key.address)),
         _Window(config.login_limit_per_address, ("addr", key.address)),
     ]
 
 
-def _login_windows(config: LifecycleSettings, key: LoginKey, *, known: bool) -> list[_Window]:
+def _login_windows(config: IdentitySettings, key: LoginKey, *, known: bool) -> list[_Window]:
     windows = _cleared_by_success(config, key)
     windows.append(_Window(config.login_limit_per_address_daily, ("addr-day", key.address)))
     if not known:
@@ -197,7 +197,7 @@ async def _is_known(platform: Platform, key: LoginKey) -> bool:
 async def _peek_login(platform: Platform, key: LoginKey, message: str) -> bool:
     """Whether the address is known for the account; ``RateLimited`` if a window that
     applies is full. The known-address lookup and the peeks run at once."""
-    config = lifecycle_settings(platform.settings)
+    config = identity_settings(platform.settings)
     windows = _login_windows(config, key, known=False)
     limiter = platform.rate_limiter
     known, results = await asyncio.gather(
@@ -221,7 +221,7 @@ async def login_failed(platform: Platform, *, identifier: str, address: str) -> 
     (answer that instead of "wrong password": the guess was one too many)."""
     key = LoginKey.of(identifier, address)
     known = await _is_known(platform, key)
-    windows = _login_windows(lifecycle_settings(platform.settings), key, known=known)
+    windows = _login_windows(identity_settings(platform.settings), key, known=known)
     await _hit_all(platform, _SCOPE, windows, LOGIN_REFUSED)
 
 
@@ -230,7 +230,7 @@ async def login_succeeded(platform: Platform, *, identifier: str, address: str) 
     meanwhile (the success must not be revealed); otherwise clear this address's windows
     and remember it as a place the account signs in from."""
     key = LoginKey.of(identifier, address)
-    config = lifecycle_settings(platform.settings)
+    config = identity_settings(platform.settings)
     await _peek_login(platform, key, LOGIN_REFUSED)
     await asyncio.gather(
         _reset_all(platform, _SCOPE, _cleared_by_success(config, key)),
@@ -238,7 +238,7 @@ async def login_succeeded(platform: Platform, *, identifier: str, address: str) 
     )
 
 
-async def _remember(platform: Platform, key: LoginKey, config: LifecycleSettings) -> None:
+async def _remember(platform: Platform, key: LoginKey, config: IdentitySettings) -> None:
     try:
         await platform.cache.set(_known_key(key), True, expire=config.known_address_ttl)
     except Exception as exc:  # best effort, see _is_known
@@ -247,13 +247,13 @@ async def _remember(platform: Platform, key: LoginKey, config: LifecycleSettings
 
 async def forget_account_failures(platform: Platform, *, identifier: str) -> None:
     """Clear the per-account window (after the owner proved control by a password reset)."""
-    config = lifecycle_settings(platform.settings)
+    config = identity_settings(platform.settings)
     window = _Window(config.login_limit_per_account, ("acct", account_key(identifier)))
     await _reset_all(platform, _SCOPE, [window])
 
 
 def _code_window(platform: Platform, address: str) -> _Window:
-    return _Window(lifecycle_settings(platform.settings).code_limit_per_address, ("addr", address))
+    return _Window(identity_settings(platform.settings).code_limit_per_address, ("addr", address))
 
 
 async def check_code_attempt(platform: Platform, *, address: str) -> None:
@@ -279,7 +279,7 @@ async def check_mail_request(
 
     The recipient limit counts unknown emails like known ones: its answer reveals nothing.
     """
-    config = lifecycle_settings(platform.settings)
+    config = identity_settings(platform.settings)
     windows = [
         _Window(config.mail_limit_per_address, ("addr", address)),
         _Window(config.mail_limit_per_recipient, (kind, account_key(recipient))),
@@ -294,7 +294,7 @@ async def check_mail_request(
 
 async def check_token_attempt(platform: Platform, *, address: str) -> None:
     """Count an attempt to redeem a mailed token from ``address``."""
-    config = lifecycle_settings(platform.settings)
+    config = identity_settings(platform.settings)
     await _hit_all(
         platform,
         _TOKEN_SCOPE,

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from engineroom.core.clock import utcnow
-from engineroom.identity.lifecycle_settings import LifecycleSettings
+from engineroom.identity.config import IdentitySettings
 from engineroom.identity.session_store import RedisSessionStore, session_store
 from engineroom.settings import Settings
 from tests.support.identity_lifecycle import (
@@ -19,8 +19,8 @@ from tests.support.identity_lifecycle import (
     LifecycleApp,
     clear_redis,
     client_at,
+    identity_settings,
     lifecycle_app,
-    lifecycle_settings,
     register,
     token_in,
     wait_for_mails,
@@ -37,11 +37,11 @@ async def redis_app(
     settings: Settings,
     redis_url: str,
     redis_prefix: str,
-    lifecycle: LifecycleSettings | None = None,
+    identity: IdentitySettings | None = None,
 ) -> AsyncIterator[LifecycleApp]:
     try:
         async with lifecycle_app(
-            settings, lifecycle=lifecycle, redis_url=redis_url, redis_prefix=redis_prefix
+            settings, identity=identity, redis_url=redis_url, redis_prefix=redis_prefix
         ) as env:
             yield env
     finally:
@@ -56,7 +56,7 @@ async def attempt(client: httpx.AsyncClient, password: str = WRONG) -> int:
 async def test_lockout_scope_and_known_addresses_in_redis(
     settings: Settings, redis_url: str, redis_prefix: str
 ) -> None:
-    limits = lifecycle_settings(login_limit_per_account="4/hour")
+    limits = identity_settings(login_limit_per_account="4/hour")
     async with redis_app(settings, redis_url, redis_prefix, limits) as env:
         await register(env.client, "alice")
         home = client_at(env, "198.51.100.4")
@@ -72,7 +72,7 @@ async def test_lockout_scope_and_known_addresses_in_redis(
 async def test_the_redis_lockout_expires(
     settings: Settings, redis_url: str, redis_prefix: str
 ) -> None:
-    limits = lifecycle_settings(login_limit_per_account_address="2/2 seconds")
+    limits = identity_settings(login_limit_per_account_address="2/2 seconds")
     async with redis_app(settings, redis_url, redis_prefix, limits) as env:
         await register(env.client, "alice")
         assert [await attempt(env.client) for _ in range(3)] == [401, 401, 429]

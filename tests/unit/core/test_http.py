@@ -16,7 +16,7 @@ from starlette.types import Message
 from engineroom.core.errors import ErrorRenderers, install_error_handlers
 from engineroom.core.http import install_middleware
 from engineroom.core.http.security_headers import API_CSP, HSTS
-from engineroom.core.http.trusted_hosts import TrustedHostMiddleware, parse_host
+from engineroom.core.http.trusted_hosts import HostPolicy, parse_host
 from engineroom.core.responses import ORJSONResponse
 from engineroom.settings import Settings
 
@@ -269,6 +269,22 @@ async def test_other_hosts_get_a_400_problem(client: httpx.AsyncClient, host: st
     assert body["request_id"] == response.headers["x-request-id"]
 
 
+async def test_a_refused_host_still_gets_the_security_headers(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/ping", headers={"Host": "evil.test"})
+    assert response.status_code == 400
+    assert response.headers["content-security-policy"] == API_CSP
+    assert response.headers["x-frame-options"] == "DENY"
+
+
+async def test_each_host_keeps_its_verdict_across_requests(client: httpx.AsyncClient) -> None:
+    # Verdicts are remembered per Host value: asking again must give the same answers.
+    statuses = [
+        (await client.get("/api/v1/ping", headers={"Host": host})).status_code
+        for host in ("api.example.com", "evil.test", "api.example.com", "evil.test")
+    ]
+    assert statuses == [200, 400, 200, 400]
+
+
 @pytest.mark.parametrize(
     ("value", "host"),
     [
@@ -290,12 +306,12 @@ def test_parse_host(value: str | None, host: str | None) -> None:
 @pytest.mark.parametrize("pattern", ["ex*ample.com", "*example.com", "*.*.example.com"])
 def test_malformed_wildcards_are_refused(pattern: str) -> None:
     with pytest.raises(ValueError, match="wildcards"):
-        TrustedHostMiddleware(FastAPI(), allowed_hosts=[pattern])
+        HostPolicy(allowed_hosts=[pattern])
 
 
 def test_an_empty_host_list_is_refused() -> None:
     with pytest.raises(ValueError, match="ALLOWED_HOSTS"):
-        TrustedHostMiddleware(FastAPI(), allowed_hosts=[])
+        HostPolicy(allowed_hosts=[])
 
 
 # ---- body size limit -----------------------------------------------------------------

@@ -10,10 +10,12 @@ from typing import Any
 
 import httpx
 from asgi_lifespan import LifespanManager
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client.parser import text_string_to_metric_families
 
 from engineroom.app import create_app
+from engineroom.core.errors import NotFound
+from engineroom.core.http import direct
 from engineroom.core.jobs import JobContext, JobSpec
 from engineroom.core.migrations.runner import upgrade
 from engineroom.core.module import Module
@@ -197,3 +199,34 @@ async def test_each_app_has_its_own_registry(settings: Settings) -> None:
         )
         is None
     )
+
+
+def _direct_module() -> Module:
+    router = APIRouter()
+
+    @router.get("/api/v1/direct/{name}")
+    @direct
+    async def named(name: str, request: Request) -> Response:
+        if name == "missing":
+            raise NotFound("No such name.")
+        return Response(name)
+
+    return Module(name="direct", routers=(router,))
+
+
+async def test_direct_routes_are_counted_by_template(settings: Settings) -> None:
+    await upgrade(settings, [])
+    app = create_app(settings, modules=[_direct_module()], run_background=False)
+    async with serve(app) as client:
+        for path in ("/api/v1/direct/a", "/api/v1/direct/b", "/api/v1/direct/missing"):
+            await client.get(path)
+        assert (await client.get("/healthz")).status_code == 200
+        samples = await scrape(client)
+
+    total = "engineroom_http_requests_total"
+    template = "/api/v1/direct/{name}"
+    assert value(samples, total, method="GET", route=template, status="200") == 2
+    assert value(samples, total, method="GET", route=template, status="404") == 1
+    assert value(samples, total, method="GET", route="/healthz", status="200") == 1
+    duration = "engineroom_http_request_duration_seconds"
+    assert value(samples, f"{duration}_count", method="GET", route=template) == 3

@@ -7,10 +7,14 @@ import uuid
 from typing import Any
 
 import httpx
+import jwt
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from engineroom.core.clock import utcnow
 from engineroom.core.events.models import OutboxEvent
+from engineroom.identity import rbac
+from engineroom.identity.config import IdentitySettings
 from engineroom.identity.models import User
 from engineroom.settings import Settings
 from tests.support.identity import (
@@ -282,3 +286,58 @@ async def test_change_password(settings: Settings) -> None:
     assert old.status_code == 401
     assert new.status_code == 200
     assert old_password.status_code == 401
+
+
+async def test_a_password_changed_during_the_check_refuses_the_login(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engineroom.identity import passwords
+
+    original = passwords.verify_password
+    async with identity_app(settings) as env:
+        user = await register(env.client, "alice")
+
+        async def changed_meanwhile(
+            config: IdentitySettings, encoded: str, password: str
+        ) -> passwords.Verification:
+            # Another request sets a new password while this one hashes.
+            async with env.platform.database.unit_of_work() as session:
+                await session.execute(
+                    update(User)
+                    .where(User.id == uuid.UUID(user["id"]))
+                    .values(password_changed_at=utcnow())
+                )
+            return await original(config, encoded, password)
+
+        monkeypatch.setattr(passwords, "verify_password", changed_meanwhile)
+        refused = await _failed_login(env.client, "alice@example.com", PASSWORD)
+        monkeypatch.setattr(passwords, "verify_password", original)
+        await login(env.client)
+    assert refused.status_code == 401
+    assert refused.json()["code"] == "invalid_credentials"
+
+
+@pytest.mark.parametrize("route", ["native", "realworld"])
+async def test_login_tokens_carry_the_roles_and_permissions(settings: Settings, route: str) -> None:
+    async with identity_app(settings) as env:
+        user = await register(env.client, "alice")
+        async with env.platform.database.unit_of_work() as session:
+            await rbac.create_role(
+                session,
+                name="editor",
+                description=None,
+                permissions=["blog:article:delete", "blog:comment:delete"],
+            )
+            await rbac.assign_role(session, uuid.UUID(user["id"]), "editor")
+        if route == "native":
+            token = (await login(env.client))["access_token"]
+        else:
+            response = await env.client.post(
+                "/api/users/login",
+                json={"user": {"email": "alice@example.com", "password": PASSWORD}},
+            )
+            assert response.status_code == 200, response.text
+            token = response.json()["user"]["token"]
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["roles"] == ["editor", "member"]
+    assert claims["perms"] == ["blog:article:delete", "blog:comment:delete"]

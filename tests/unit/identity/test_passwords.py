@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 import time
 
@@ -73,6 +75,27 @@ async def test_hashing_runs_in_worker_threads_with_bounded_concurrency(
     assert loop_thread not in threads
     assert peak == 2
     assert ticks > 6  # the loop kept running while the hashes did
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+async def test_hashing_threads_run_nicer_than_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Parameters of its own, so this test gets fresh threads.
+    config = fast_identity_settings(password_hash_concurrency=1, password_memory_cost=8300)
+    seen: list[int] = []
+    original = PasswordHasher.hash
+
+    def observed(self: PasswordHasher, password: str | bytes, **kwargs: object) -> str:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return original(self, password)
+
+    monkeypatch.setattr(PasswordHasher, "hash", observed)
+    await passwords.hash_password(config, PASSWORD)
+    loop_niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    expected = min(19, loop_niceness + passwords.HASH_THREAD_NICENESS)
+    assert seen == [expected]
+    assert expected > loop_niceness
 
 
 async def test_login_rehashes_when_the_parameters_change(settings: Settings) -> None:

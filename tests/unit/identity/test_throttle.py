@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import timedelta
 
 import httpx
 import pytest
 from pydantic import ValidationError
 
 from engineroom.identity import mfa
+from engineroom.identity.config import IdentitySettings
 from engineroom.identity.models import User
 from engineroom.identity.throttle import account_key, address_key
 from engineroom.settings import Settings
@@ -20,8 +22,8 @@ from tests.support.identity_lifecycle import (
     audit_entries,
     bearer,
     client_at,
+    identity_settings,
     lifecycle_app,
-    lifecycle_settings,
     login,
     register,
 )
@@ -64,8 +66,8 @@ async def test_a_success_clears_the_address_counters(settings: Settings) -> None
 
 
 async def test_one_address_spraying_many_accounts_is_stopped(settings: Settings) -> None:
-    limits = lifecycle_settings(login_limit_per_address="4/15 minutes")
-    async with lifecycle_app(settings, lifecycle=limits) as env:
+    limits = identity_settings(login_limit_per_address="4/15 minutes")
+    async with lifecycle_app(settings, identity=limits) as env:
         sprayer = client_at(env, "203.0.113.50")
         emails = [f"user{n}@example.com" for n in range(5)]
         results = [(await attempt(sprayer, email=email)).status_code for email in emails]
@@ -74,10 +76,10 @@ async def test_one_address_spraying_many_accounts_is_stopped(settings: Settings)
 
 
 async def test_the_daily_address_window_is_not_cleared_by_a_success(settings: Settings) -> None:
-    limits = lifecycle_settings(
+    limits = identity_settings(
         login_limit_per_address="3/15 minutes", login_limit_per_address_daily="4/day"
     )
-    async with lifecycle_app(settings, lifecycle=limits) as env:
+    async with lifecycle_app(settings, identity=limits) as env:
         await register(env.client, "mallory")
         emails = [f"victim{n}@example.com" for n in range(5)]
         assert [(await attempt(env.client, email=e)).status_code for e in emails[:2]] == [401] * 2
@@ -89,8 +91,8 @@ async def test_the_daily_address_window_is_not_cleared_by_a_success(settings: Se
 async def test_a_distributed_attack_cannot_lock_the_owner_out_of_known_places(
     settings: Settings,
 ) -> None:
-    limits = lifecycle_settings(login_limit_per_account="3/hour")
-    async with lifecycle_app(settings, lifecycle=limits) as env:
+    limits = identity_settings(login_limit_per_account="3/hour")
+    async with lifecycle_app(settings, identity=limits) as env:
         await register(env.client, "alice")
         home = client_at(env, "198.51.100.4")
         assert (await attempt(home, password=PASSWORD)).status_code == 200
@@ -104,8 +106,8 @@ async def test_a_distributed_attack_cannot_lock_the_owner_out_of_known_places(
 
 
 async def test_the_lockout_ends_by_itself(settings: Settings) -> None:
-    limits = lifecycle_settings(login_limit_per_account_address="2/2 seconds")
-    async with lifecycle_app(settings, lifecycle=limits) as env:
+    limits = identity_settings(login_limit_per_account_address="2/2 seconds")
+    async with lifecycle_app(settings, identity=limits) as env:
         await register(env.client, "alice")
         assert await statuses(env.client, 3) == [401, 401, 429]
         locked = await attempt(env.client, password=PASSWORD)
@@ -194,8 +196,8 @@ async def _enable_mfa(env: LifecycleApp, user_id: str) -> str:
 
 
 async def test_second_factor_codes_are_limited_per_address(settings: Settings) -> None:
-    limits = lifecycle_settings(code_limit_per_address="2/hour")
-    async with lifecycle_app(settings, lifecycle=limits) as env:
+    limits = identity_settings(code_limit_per_address="2/hour")
+    async with lifecycle_app(settings, identity=limits) as env:
         user = await register(env.client, "alice")
         secret = await _enable_mfa(env, user["id"])
         challenge = (await attempt(env.client, password=PASSWORD)).json()["challenge"]
@@ -247,14 +249,36 @@ def test_account_keys_ignore_case_and_spaces() -> None:
         ("reset_password_ttl", "0"),
     ],
 )
-def test_bad_lifecycle_settings_are_refused(name: str, value: str) -> None:
+def test_bad_identity_settings_are_refused(name: str, value: str) -> None:
     with pytest.raises(ValidationError):
-        lifecycle_settings(**{name: value})
+        identity_settings(**{name: value})
+
+
+def test_one_class_reads_every_identity_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Token, lifecycle and limit settings share the prefix and the class.
+    monkeypatch.setenv("ENGINEROOM_IDENTITY_ACCESS_TOKEN_TTL", "PT5M")
+    monkeypatch.setenv("ENGINEROOM_IDENTITY_RESET_PASSWORD_TTL", "120")
+    monkeypatch.setenv("ENGINEROOM_IDENTITY_KNOWN_ADDRESS_TTL", "90.5")
+    monkeypatch.setenv("ENGINEROOM_IDENTITY_LOGIN_LIMIT_PER_ADDRESS", "7/hour")
+    loaded = IdentitySettings(_env_file=None)  # type: ignore[call-arg]
+    assert loaded.access_token_ttl == timedelta(minutes=5)
+    assert loaded.reset_password_ttl == timedelta(seconds=120)
+    assert loaded.known_address_ttl == timedelta(seconds=90.5)
+    assert loaded.login_limit_per_address == "7/hour"
+    assert loaded.login_limit_per_account == "50/hour"
+    monkeypatch.setenv("ENGINEROOM_IDENTITY_MAIL_LIMIT_PER_ADDRESS", "often")
+    monkeypatch.setenv("ENGINEROOM_IDENTITY_VERIFY_EMAIL_TTL", "-5")
+    with pytest.raises(ValidationError) as refused:
+        IdentitySettings(_env_file=None)  # type: ignore[call-arg]
+    assert {error["loc"][0] for error in refused.value.errors()} == {
+        "mail_limit_per_address",
+        "verify_email_ttl",
+    }
 
 
 def test_links_come_from_configuration_only(settings: Settings) -> None:
-    assert lifecycle_settings().links_base(settings) is None
+    assert identity_settings().links_base(settings) is None
     public = settings.model_copy(update={"public_url": "https://app.example/"})
-    assert lifecycle_settings().links_base(public) == "https://app.example/account"
-    own = lifecycle_settings(account_links_url="https://accounts.example/x/")
+    assert identity_settings().links_base(public) == "https://app.example/account"
+    own = identity_settings(account_links_url="https://accounts.example/x/")
     assert own.links_base(public) == "https://accounts.example/x"

@@ -20,8 +20,8 @@ from tests.support.identity_lifecycle import (
     bearer,
     body_of,
     client_at,
+    identity_settings,
     lifecycle_app,
-    lifecycle_settings,
     login,
     mail_count,
     register,
@@ -135,8 +135,8 @@ async def test_reset_for_an_unknown_email_answers_exactly_like_a_known_one(
 
 
 async def test_the_mail_limit_treats_unknown_emails_like_known_ones(settings: Settings) -> None:
-    limits = lifecycle_settings(mail_limit_per_recipient="2/hour")
-    async with lifecycle_app(settings, lifecycle=limits) as env:
+    limits = identity_settings(mail_limit_per_recipient="2/hour")
+    async with lifecycle_app(settings, identity=limits) as env:
         await register(env.client, "alice")
         for email in ("alice@example.com", "ghost@example.com"):
             statuses = [
@@ -238,8 +238,8 @@ async def test_unknown_tokens_are_a_400(settings: Settings, token: str) -> None:
 
 
 async def test_token_redemption_is_rate_limited(settings: Settings) -> None:
-    limits = lifecycle_settings(token_limit_per_address="3/hour")
-    async with lifecycle_app(settings, lifecycle=limits) as env:
+    limits = identity_settings(token_limit_per_address="3/hour")
+    async with lifecycle_app(settings, identity=limits) as env:
         statuses = [
             (await env.client.post(VERIFY, json={"token": f"guess-{n}"})).status_code
             for n in range(4)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 from engineroom.core.models import UTCDateTime
 
@@ -134,7 +135,13 @@ def upgrade() -> None:
         "chat_reaction",
         sa.Column("message_id", sa.Uuid(), nullable=False),
         sa.Column("user_id", sa.Uuid(), nullable=False),
-        sa.Column("emoji", sa.String(length=64), nullable=False),
+        sa.Column(
+            "emoji",
+            sa.String(length=64).with_variant(
+                mysql.VARCHAR(length=64, collation="utf8mb4_bin"), "mysql", "mariadb"
+            ),
+            nullable=False,
+        ),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["message_id"],
@@ -144,9 +151,39 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("message_id", "user_id", "emoji", name=op.f("pk_chat_reaction")),
     )
+    _create_message_search_index(op.get_bind().dialect.name)
+
+
+def _create_message_search_index(dialect: str) -> None:
+    # The SQLite and MariaDB rows carry their room, so that a deleted room's rows can be
+    # removed after its messages are gone; PostgreSQL's rows go with their message.
+    if dialect == "sqlite":
+        op.execute(
+            "CREATE VIRTUAL TABLE chat_message_fts USING fts5("
+            "message_id UNINDEXED, room_id UNINDEXED, body, "
+            "tokenize = 'porter unicode61 remove_diacritics 2')"
+        )
+    elif dialect == "postgresql":
+        op.execute(
+            "CREATE TABLE chat_message_fts ("
+            "message_id uuid PRIMARY KEY REFERENCES chat_message (id) ON DELETE CASCADE, "
+            "document tsvector NOT NULL)"
+        )
+        op.execute(
+            "CREATE INDEX ix_chat_message_fts_document ON chat_message_fts USING gin (document)"
+        )
+    else:
+        op.execute(
+            "CREATE TABLE chat_message_fts ("
+            "message_id CHAR(32) NOT NULL PRIMARY KEY, room_id CHAR(32) NOT NULL, "
+            "body LONGTEXT NOT NULL, KEY ix_chat_message_fts_room_id (room_id), "
+            "FULLTEXT KEY ft_chat_message_fts (body)"
+            ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+        )
 
 
 def downgrade() -> None:
+    op.execute("DROP TABLE IF EXISTS chat_message_fts")
     op.drop_table("chat_reaction")
     op.drop_index("ix_chat_message_thread_root_id_seq", table_name="chat_message")
     op.drop_index(op.f("ix_chat_message_author_id"), table_name="chat_message")

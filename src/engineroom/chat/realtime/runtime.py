@@ -32,6 +32,8 @@ VerifierFactory = Callable[[Platform], TokenVerifier]
 PUBLIC_NAMESPACE = "public"
 ROOM_NAMESPACE = "room"
 PERSONAL_NAMESPACE = ""
+TYPING_NAMESPACE = "typing"
+STATUS_NAMESPACE = "status"
 
 
 def default_registry(chat: ChatSettings) -> ChannelRegistry:
@@ -59,6 +61,10 @@ def default_registry(chat: ChatSettings) -> ChannelRegistry:
                 ),
                 DenyAll(),
             ),
+            # Ephemeral chat activity (chat.activity): typing indicators per room and user
+            # status changes per user; no history, filled in by the chat domain.
+            Namespace(TYPING_NAMESPACE, NamespaceOptions(), DenyAll()),
+            Namespace(STATUS_NAMESPACE, NamespaceOptions(), DenyAll()),
             Namespace(
                 PERSONAL_NAMESPACE,
                 NamespaceOptions(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Hashable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import Depends
@@ -18,6 +19,7 @@ from engineroom.settings import Settings
 
 K = TypeVar("K")
 V = TypeVar("V")
+T = TypeVar("T")
 
 
 class Loaders:
@@ -47,6 +49,11 @@ class GraphQLContext(BaseContext):
 
     ``session`` is the operation's one transaction: committed after the operation
     succeeds, rolled back when any error is reported (the operation is atomic).
+
+    Sibling fields resolve concurrently (that is what lets DataLoaders batch), but one
+    ``AsyncSession`` runs one statement at a time: every resolver and loader of every
+    module does its database work through ``exclusive``. A resolver must not hold it
+    while it awaits a DataLoader (the loader's batch takes it in turn).
     """
 
     def __init__(
@@ -61,6 +68,12 @@ class GraphQLContext(BaseContext):
         """Set when the operation reported errors; the transaction is then rolled back."""
         self._principal: Principal | None = None
         self._principal_resolved = False
+        self._session_lock = asyncio.Lock()
+
+    async def exclusive(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work`` (which uses ``session``) while no other resolver or loader does."""
+        async with self._session_lock:
+            return await work()
 
     @property
     def settings(self) -> Settings:

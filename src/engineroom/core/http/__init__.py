@@ -1,4 +1,5 @@
-"""HTTP middleware: request id, trusted hosts, CORS, security headers, body size limit.
+"""HTTP middleware: the edge (request id, trusted hosts, security headers, body size
+limit, request metrics) and CORS; direct routes (see ``direct``).
 
 All of it is plain ASGI (no ``BaseHTTPMiddleware``): streaming responses and WebSockets
 pass through untouched and no request pays for an extra task.
@@ -9,13 +10,14 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from engineroom.core.http.body_limit import BodySizeLimitMiddleware
-from engineroom.core.http.request_id import REQUEST_ID_HEADER, RequestIdMiddleware
-from engineroom.core.http.security_headers import SecurityHeadersMiddleware
-from engineroom.core.http.trusted_hosts import TrustedHostMiddleware
+from engineroom.core.http.direct import direct, install_direct_routes
+from engineroom.core.http.edge import EdgeMiddleware, RequestObserver
+from engineroom.core.http.request_id import REQUEST_ID_HEADER
+from engineroom.core.http.security_headers import SecurityHeaders
+from engineroom.core.http.trusted_hosts import HostPolicy
 from engineroom.settings import Settings
 
-__all__ = ["REQUEST_ID_HEADER", "install_middleware"]
+__all__ = ["REQUEST_ID_HEADER", "direct", "install_direct_routes", "install_middleware"]
 
 GRAPHQL_PATH = "/graphql"
 CORS_ALLOWED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -44,9 +46,12 @@ CORS_EXPOSED_HEADERS = (
 )
 
 
-def install_middleware(app: FastAPI, settings: Settings) -> None:
+def install_middleware(
+    app: FastAPI, settings: Settings, *, observer: RequestObserver | None = None
+) -> None:
     """Wrap ``app`` in the platform middleware (outermost first, as a request meets them):
-    request id, trusted hosts, CORS, security headers, body size limit."""
+    the edge (request id, trusted hosts, security headers, body size limit, and the
+    ``observer``'s request metrics), then CORS when origins are configured."""
     html_paths = {
         path
         for path in (
@@ -58,8 +63,6 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
         if path
     }
     # Each add_middleware call wraps the previous ones: add from the innermost out.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(SecurityHeadersMiddleware, html_paths=html_paths)
     if settings.cors_origins:
         any_origin = "*" in settings.cors_origins
         app.add_middleware(
@@ -73,5 +76,10 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
             expose_headers=CORS_EXPOSED_HEADERS,
             max_age=600,
         )
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(
+        EdgeMiddleware,
+        hosts=HostPolicy(settings.allowed_hosts),
+        security=SecurityHeaders(html_paths=html_paths),
+        max_body_bytes=settings.max_body_bytes,
+        observer=observer,
+    )

@@ -9,10 +9,7 @@ that sets a header itself (its own CSP for an HTML page, say) keeps its value.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from collections.abc import Collection, Sequence
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 _CDNS = "https://cdn.jsdelivr.net https://unpkg.com"
@@ -38,41 +35,56 @@ _ALWAYS = (
     ("Referrer-Policy", "no-referrer"),
 )
 
+RawHeaders = list[tuple[bytes, bytes]]
 
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp, *, html_paths: Collection[str] = ()) -> None:
-        self.app = app
+
+def _raw(name: str, value: str) -> tuple[bytes, bytes]:
+    return name.lower().encode("latin-1"), value.encode("latin-1")
+
+
+_CSP = b"content-security-policy"
+_CONTENT_TYPE = b"content-type"
+
+
+class SecurityHeaders:
+    """The headers to add to a response, encoded once."""
+
+    def __init__(self, *, html_paths: Collection[str] = ()) -> None:
         self.html_paths = frozenset(html_paths)
+        self._always = tuple(_raw(name, value) for name, value in _ALWAYS)
+        self._api_csp = _raw("Content-Security-Policy", API_CSP)
+        self._docs_csp = _raw("Content-Security-Policy", DOCS_CSP)
+        self._hsts = _raw("Strict-Transport-Security", HSTS)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        # Only a request that reached us over TLS may pin TLS: over plain HTTP the header
-        # is ignored by browsers, and a misconfigured proxy must not pin a dev host.
-        https = scope.get("scheme") == "https"
-        docs_page = _route_path(scope) in self.html_paths
+    def is_docs_page(self, route_path: str) -> bool:
+        return route_path in self.html_paths
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                headers = MutableHeaders(scope=message)
-                for name, value in _ALWAYS:
-                    headers.setdefault(name, value)
-                html = headers.get("content-type", "").startswith("text/html")
-                headers.setdefault(
-                    "Content-Security-Policy", DOCS_CSP if docs_page and html else API_CSP
-                )
-                if https:
-                    headers.setdefault("Strict-Transport-Security", HSTS)
-            await send(message)
+    def add_to(
+        self,
+        headers: Sequence[tuple[bytes, bytes]],
+        out: RawHeaders,
+        *,
+        docs_page: bool,
+        https: bool,
+    ) -> None:
+        """Append to ``out`` the security headers that ``headers`` do not set already.
 
-        await self.app(scope, receive, send_with_headers)
+        Only a request that reached us over TLS may pin TLS (``https``): over plain HTTP
+        the header is ignored by browsers, and a misconfigured proxy must not pin a dev
+        host.
+        """
+        present = {name.lower() for name, _ in headers}
+        for header in self._always:
+            if header[0] not in present:
+                out.append(header)
+        if _CSP not in present:
+            out.append(self._docs_csp if docs_page and _is_html(headers) else self._api_csp)
+        if https and self._hsts[0] not in present:
+            out.append(self._hsts)
 
 
-def _route_path(scope: Scope) -> str:
-    path: str = scope["path"]
-    root_path: str = scope.get("root_path", "")
-    if root_path and path.startswith(root_path):
-        return path[len(root_path) :] or "/"
-    return path
+def _is_html(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name.lower() == _CONTENT_TYPE:
+            return value.startswith(b"text/html")
+    return False

@@ -2,7 +2,8 @@
 
 Starlette's ``TrustedHostMiddleware`` compares IPv6 literals with their brackets on
 (``[::1]``), so the default ``::1`` entry would never match, and it answers in plain text;
-this one normalises IP literals on both sides and answers with a problem document.
+this policy normalises IP literals on both sides, and ``EdgeMiddleware`` answers a refused
+request with a problem document (a WebSocket handshake with a close, 1008).
 """
 
 from __future__ import annotations
@@ -10,43 +11,37 @@ from __future__ import annotations
 from collections.abc import Sequence
 from ipaddress import IPv6Address, ip_address
 
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from engineroom.core.errors import ErrorDetail
-from engineroom.core.http._problem import send_problem
-
-_POLICY_VIOLATION = 1008
+# Clients send a handful of distinct Host values; the verdict on each is kept (bounded, so
+# a client cycling through made-up hosts only costs itself the full check).
+_VERDICTS_KEPT = 256
 
 
-class TrustedHostMiddleware:
-    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str]) -> None:
+class HostPolicy:
+    """Which ``Host`` header values this server answers for."""
+
+    def __init__(self, allowed_hosts: Sequence[str]) -> None:
         if not allowed_hosts:
             raise ValueError(
                 "ENGINEROOM_ALLOWED_HOSTS is empty, so every request would be refused; "
                 "list the host names (or '*' for any)"
             )
-        self.app = app
         self.patterns = tuple(_normalise_pattern(pattern) for pattern in allowed_hosts)
         self.allow_any = "*" in self.patterns
+        self._verdicts: dict[bytes, bool] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.allow_any or scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        host = parse_host(_host_header(scope))
-        if host is not None and self.is_allowed(host):
-            await self.app(scope, receive, send)
-            return
-        if scope["type"] == "websocket":
-            # Closing before accepting makes the server refuse the handshake (403).
-            await send({"type": "websocket.close", "code": _POLICY_VIOLATION})
-            return
-        error = ErrorDetail(
-            status=400,
-            code="invalid_host",
-            message="The Host header names a host this server does not answer for.",
-        )
-        await send_problem(scope, receive, send, error)
+    def allows_header(self, value: bytes | None) -> bool:
+        """Whether a raw ``Host`` header value (``None``: absent) names an allowed host."""
+        if self.allow_any:
+            return True
+        if value is None:
+            return False
+        verdict = self._verdicts.get(value)
+        if verdict is None:
+            host = parse_host(value.decode("latin-1"))
+            verdict = host is not None and self.is_allowed(host)
+            if len(self._verdicts) < _VERDICTS_KEPT:
+                self._verdicts[value] = verdict
+        return verdict
 
     def is_allowed(self, host: str) -> bool:
         for pattern in self.patterns:
@@ -56,13 +51,6 @@ class TrustedHostMiddleware:
             if pattern.startswith("*.") and host.endswith(pattern[1:]):
                 return True
         return False
-
-
-def _host_header(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"host":
-            return str(value.decode("latin-1"))
-    return None
 
 
 def parse_host(value: str | None) -> str | None:

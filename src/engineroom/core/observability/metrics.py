@@ -3,13 +3,13 @@
 Every app owns its ``CollectorRegistry`` (``app.state.metrics_registry``): the global
 registry would mix the numbers of the many apps a test run creates. Requests are
 labelled with the route *template* (``/api/v1/demo/notes/{note_id}``), never the raw
-path, so the number of series stays bounded whatever clients send.
+path, so the number of series stays bounded whatever clients send. The edge middleware
+reports each request to ``HttpMetrics`` (``install_middleware(..., observer=...)``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,9 @@ from prometheus_client.exposition import choose_encoder
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
+
+from engineroom.core.http.direct import ROUTE_TEMPLATE_KEY
 
 if TYPE_CHECKING:
     from engineroom.core.platform import Platform
@@ -36,9 +38,13 @@ logger = structlog.get_logger("engineroom.metrics")
 
 
 class HttpMetrics:
-    """The request counters, registered in one app's registry."""
+    """The request counters, registered in one app's registry; the edge's observer."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, routes: RouteTemplates) -> None:
+        self.routes = routes
+        # The labelled children by (method, route, status): ``labels()`` takes a lock
+        # and builds its key on every call. Bounded like the series themselves.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.requests = Counter(
             "engineroom_http_requests",
             "HTTP requests answered, by method, route template and status.",
@@ -56,6 +62,29 @@ class HttpMetrics:
             "HTTP requests being handled right now.",
             registry=registry,
         )
+
+    def observes(self, scope: Scope) -> bool:
+        return bool(scope["path"] != METRICS_PATH)
+
+    def started(self) -> None:
+        self.in_flight.inc()
+
+    def finished(self, scope: Scope, status: int, seconds: float) -> None:
+        self.in_flight.dec()
+        method = scope["method"] if scope["method"] in _KNOWN_METHODS else "other"
+        # Direct routes name their template; the router wrote the route it matched
+        # into this same scope dict on the way in.
+        route = scope.get(ROUTE_TEMPLATE_KEY) or self.routes.template(scope)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.duration.labels(method, route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class RouteTemplates:
@@ -100,40 +129,6 @@ class RouteTemplates:
             index.setdefault(id(context.original_route), []).append(context)
         self._index = index
         self._indexed_count = len(self._app.routes)
-
-
-class MetricsMiddleware:
-    """Pure ASGI middleware (streaming and websockets pass through untouched)."""
-
-    def __init__(self, app: ASGIApp, metrics: HttpMetrics, routes: RouteTemplates) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.routes = routes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == METRICS_PATH:
-            await self.app(scope, receive, send)
-            return
-        method = scope["method"] if scope["method"] in _KNOWN_METHODS else "other"
-        # An exception that escapes before a response starts becomes a 500 further out.
-        status = 500
-
-        async def send_recording_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        started = time.perf_counter()
-        self.metrics.in_flight.inc()
-        try:
-            await self.app(scope, receive, send_recording_status)
-        finally:
-            self.metrics.in_flight.dec()
-            # The router wrote the matched route into this same scope dict on the way in.
-            route = self.routes.template(scope)
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.duration.labels(method, route).observe(time.perf_counter() - started)
 
 
 class PlatformCollector:
@@ -235,14 +230,14 @@ class OutboxMetrics:
         self.dead_letters.set(stats.dead_letters)
 
 
-def install_metrics(app: FastAPI, platform: Platform) -> None:
-    """Add the request middleware, the scrape-time collectors and ``GET /metrics``."""
+def install_metrics(app: FastAPI, platform: Platform) -> HttpMetrics:
+    """Add the scrape-time collectors and ``GET /metrics``; return the request metrics,
+    for the edge middleware to report to."""
     registry = CollectorRegistry(auto_describe=True)
-    http_metrics = HttpMetrics(registry)
+    http_metrics = HttpMetrics(registry, RouteTemplates(app))
     outbox = OutboxMetrics(registry, platform)
     registry.register(PlatformCollector(platform))
     app.state.metrics_registry = registry
-    app.add_middleware(MetricsMiddleware, metrics=http_metrics, routes=RouteTemplates(app))
 
     @app.get(
         METRICS_PATH,
@@ -262,3 +257,5 @@ def install_metrics(app: FastAPI, platform: Platform) -> None:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         # Collected on the loop: the collectors read asyncio-owned state (the job queue).
         return Response(encoder(registry), media_type=content_type)
+
+    return http_metrics
