@@ -209,10 +209,13 @@ def mentioned_names(body: str, limit: int) -> list[str]:
 async def resolve_mentions(
     session: AsyncSession, body: str, settings: ChatSettings
 ) -> dict[uuid.UUID, str]:
-    """The users ``body`` mentions who exist, by id, with their usernames."""
+    """The active users ``body`` mentions, by id in the order of their first mention, with
+    their usernames (one batch whatever the number of names)."""
+    names = mentioned_names(body, settings.message_max_mentions)
+    users = await identity.get_users_by_usernames(session, names)
     found: dict[uuid.UUID, str] = {}
-    for name in mentioned_names(body, settings.message_max_mentions):
-        user = await identity.get_user_by_username(session, name)
+    for name in names:
+        user = users.get(name)
         if user is not None and user.is_active:
             found[user.id] = user.username
     return found

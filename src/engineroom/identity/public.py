@@ -14,7 +14,7 @@ part of this contract:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,6 +31,7 @@ from engineroom.identity.events import (
     EVENT_USER_REGISTERED,
     EVENT_USER_UPDATED,
 )
+from engineroom.identity.models import User
 
 
 @dataclass(frozen=True)
@@ -50,32 +51,49 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> UserInfo | None
     return found.get(user_id)
 
 
+def _user_info(user: User, roles: Iterable[str]) -> UserInfo:
+    return UserInfo(
+        id=user.id,
+        username=user.username,
+        email=user.email,
+        bio=user.bio,
+        image=user.image,
+        is_active=user.is_active,
+        roles=frozenset(roles),
+    )
+
+
 async def get_users(
     session: AsyncSession, user_ids: Collection[uuid.UUID]
 ) -> dict[uuid.UUID, UserInfo]:
     """The users among ``user_ids`` that exist, by id (two queries whatever the count)."""
     users = await repository.users_by_ids(session, user_ids)
     roles = await repository.role_names_of(session, [user.id for user in users])
-    return {
-        user.id: UserInfo(
-            id=user.id,
-            username=user.username,
-            email=user.email,
-            bio=user.bio,
-            image=user.image,
-            is_active=user.is_active,
-            roles=frozenset(roles.get(user.id, ())),
-        )
-        for user in users
-    }
+    return {user.id: _user_info(user, roles.get(user.id, ())) for user in users}
 
 
 async def get_user_by_username(session: AsyncSession, username: str) -> UserInfo | None:
     """The user with this username (compared case-insensitively), or ``None``."""
-    user = await repository.user_by_username(session, username)
-    if user is None:
-        return None
-    return await get_user(session, user.id)
+    found = await get_users_by_usernames(session, [username])
+    return found.get(username)
+
+
+async def get_users_by_usernames(
+    session: AsyncSession, usernames: Collection[str]
+) -> dict[str, UserInfo]:
+    """The users named in ``usernames`` that exist, keyed by each name as it was given
+    (one query whatever the count).
+
+    Names compare case-insensitively, as in ``get_user_by_username``: ``"Bob"`` and
+    ``"bob"`` both find the user ``bob``, and both are keys when both are asked for.
+    Disabled users are included (``is_active`` is false); names that match nobody are
+    left out.
+    """
+    found = await repository.users_with_roles_by_username(session, usernames)
+    by_key = {user.username_key: _user_info(user, roles) for user, roles in found}
+    return {
+        name: by_key[key] for name in usernames if (key := repository.username_key(name)) in by_key
+    }
 
 
 async def verify_access_token(platform: Platform, token: str) -> Principal:
@@ -101,5 +119,6 @@ __all__ = [
     "get_user",
     "get_user_by_username",
     "get_users",
+    "get_users_by_usernames",
     "verify_access_token",
 ]

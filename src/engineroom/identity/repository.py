@@ -51,6 +51,28 @@ async def user_by_username(session: AsyncSession, username: str) -> User | None:
     return result.one_or_none()
 
 
+async def users_with_roles_by_username(
+    session: AsyncSession, usernames: Iterable[str]
+) -> list[tuple[User, list[str]]]:
+    """The users whose username is one of ``usernames`` (in any case), each with its role
+    names, in one statement whatever the count."""
+    keys = {username_key(username) for username in usernames}
+    if not keys:
+        return []
+    rows = await session.execute(
+        select(User, Role.name)
+        .outerjoin(UserRole, UserRole.user_id == User.id)
+        .outerjoin(Role, Role.id == UserRole.role_id)
+        .where(User.username_key.in_(keys))
+    )
+    found: dict[uuid.UUID, tuple[User, list[str]]] = {}
+    for user, role in rows:
+        _, roles = found.setdefault(user.id, (user, []))
+        if role is not None:
+            roles.append(role)
+    return list(found.values())
+
+
 async def email_taken(
     session: AsyncSession, email: str, *, excluding: uuid.UUID | None = None
 ) -> bool:
