@@ -1,10 +1,17 @@
-"""The chat messages tests' app: identity and chat on SQLite, PostgreSQL or MariaDB.
+"""The chat tests' app: identity and chat on SQLite, PostgreSQL or MariaDB, real users.
 
-Users are registered through the identity API (so that mentions resolve) and act with
-access tokens signed by the identity module. Rooms, memberships, bans and mutes are
-written straight into the tables by small factories, so that these tests depend on the
-message services only. The outbox relay does not run by itself: ``deliver_events`` runs
-it, and ``events_of`` reads what the services recorded.
+Users are registered through the identity API (so that mentions resolve). Two drivers
+share the app, its client and the events:
+
+- ``ChatApp`` acts with access tokens signed by the identity module and writes rooms,
+  memberships, bans and mutes straight into the tables, so that the message, search and
+  GraphQL tests depend on the message services only;
+- ``RoomsApp`` signs users in through the identity API and drives rooms through the REST
+  API, as the rooms tests do (their ``chat`` and ``chat_database`` fixtures).
+
+The outbox relay does not run by itself: ``deliver_events`` runs it, so tests decide when
+events reach their subscribers (live clients, ending subscriptions, the chat module's
+handler of ``identity.user.deleted``), and ``events_of`` reads what the services recorded.
 """
 
 from __future__ import annotations
@@ -12,13 +19,14 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+import orjson
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
@@ -29,14 +37,17 @@ from engineroom.app import create_app
 from engineroom.chat import build_module
 from engineroom.chat.config import ChatSettings
 from engineroom.chat.models import Ban, Member, MemberRole, Room
+from engineroom.chat.realtime.runtime import ChatRuntime, find_runtime
 from engineroom.core.clock import new_id, utcnow
 from engineroom.core.events.models import OutboxEvent
 from engineroom.core.migrations.runner import upgrade
 from engineroom.core.platform import Platform
 from engineroom.identity import module as identity_module
+from engineroom.identity import rbac
 from engineroom.identity.config import configure
 from engineroom.identity.tokens import issue_access_token
 from engineroom.settings import Settings
+from tests.support.chat import chat_settings
 from tests.support.identity import PASSWORD, fast_identity_settings
 
 API = "/api/v1/chat"
@@ -57,10 +68,7 @@ def messages_settings(**overrides: Any) -> ChatSettings:
     return ChatSettings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-@dataclass(frozen=True)
-class ChatUser:
-    id: uuid.UUID
-    username: str
+class _Bearer:
     token: str
 
     @property
@@ -68,8 +76,31 @@ class ChatUser:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+@dataclass(frozen=True)
+class ChatUser(_Bearer):
+    id: uuid.UUID
+    username: str
+    token: str
+
+
+@dataclass(frozen=True)
+class RoomsUser(_Bearer):
+    """A user as the rooms API shows them: ids are the strings of the JSON."""
+
+    id: str
+    username: str
+    email: str
+    token: str
+
+
+def _email(username: str) -> str:
+    return f"{username}@example.com"
+
+
 @dataclass
-class ChatApp:
+class _App:
+    """What both drivers share: the app, its HTTP client, registration and events."""
+
     app: FastAPI
     client: httpx.AsyncClient
     backend: str
@@ -80,25 +111,62 @@ class ChatApp:
         platform: Platform = self.app.state.platform
         return platform
 
+    @property
+    def runtime(self) -> ChatRuntime:
+        runtime = find_runtime(self.platform)
+        assert runtime is not None
+        return runtime
+
+    async def _register(self, username: str | None) -> tuple[str, str]:
+        """(id, username) of a new user registered through the identity API."""
+        name = username or f"user{next(self._numbers)}"
+        response = await self.client.post(
+            "/api/v1/identity/users",
+            json={"email": _email(name), "username": name, "password": PASSWORD},
+        )
+        assert response.status_code == 201, response.text
+        return response.json()["id"], name
+
+    # ---- events -----------------------------------------------------------------------
+
+    async def events_of(self, event_type: str) -> list[dict[str, Any]]:
+        """Payloads of the outbox events of ``event_type``, oldest first."""
+        async with self.platform.database.unit_of_work() as session:
+            rows = await session.scalars(
+                select(OutboxEvent).where(OutboxEvent.type == event_type).order_by(OutboxEvent.id)
+            )
+            return [dict(row.payload) for row in rows]
+
+    async def published(self, channel: str) -> list[dict[str, Any]]:
+        """The data of every publication in the channel's history (oldest first)."""
+        page = await self.runtime.hub.history(channel, limit=-1)
+        return [orjson.loads(b"{" + item.body + b"}")["data"] for item in page.publications]
+
+    async def deliver_events(self) -> None:
+        """Run the outbox relay until nothing is left."""
+        while await self.platform.relay.run_once():
+            pass
+
+
+App = TypeVar("App", bound=_App)
+
+
+class ChatApp(_App):
+    """Rooms written straight to the tables; messages through the API."""
+
     # ---- people and rooms -------------------------------------------------------------
 
     async def user(self, username: str | None = None, *, moderator: bool = False) -> ChatUser:
         """A registered user; ``moderator``: with the identity moderator's chat permissions."""
-        name = username or f"user{next(self._numbers)}"
-        response = await self.client.post(
-            "/api/v1/identity/users",
-            json={"email": f"{name}@example.com", "username": name, "password": PASSWORD},
-        )
-        assert response.status_code == 201, response.text
-        user_id = uuid.UUID(response.json()["id"])
+        user_id, name = await self._register(username)
         token = await issue_access_token(
             self.platform,
-            user_id=user_id,
+            user_id=uuid.UUID(user_id),
             username=name,
             roles=("member", "moderator") if moderator else ("member",),
             permissions=MODERATOR_PERMISSIONS if moderator else (),
         )
-        return ChatUser(id=user_id, username=name, token=token.token)
+        return ChatUser(id=uuid.UUID(user_id), username=name, token=token.token)
 
     async def room(
         self,
@@ -152,19 +220,60 @@ class ChatApp:
         page: dict[str, Any] = response.json()
         return page
 
-    # ---- events -----------------------------------------------------------------------
 
-    async def events_of(self, event_type: str) -> list[dict[str, Any]]:
-        """Payloads of the outbox events of ``event_type``, oldest first."""
+class RoomsApp(_App):
+    """Users signed in through the identity API; rooms through the rooms API, as JSON."""
+
+    async def user(self, username: str | None = None) -> RoomsUser:
+        user_id, name = await self._register(username)
+        return await self._sign_in(user_id, name)
+
+    async def _sign_in(self, user_id: str, name: str) -> RoomsUser:
+        response = await self.client.post(
+            "/api/v1/identity/token", json={"email": _email(name), "password": PASSWORD}
+        )
+        assert response.status_code == 200, response.text
+        token = response.json()["access_token"]
+        return RoomsUser(id=user_id, username=name, email=_email(name), token=token)
+
+    async def moderator(self, username: str = "platform_mod") -> RoomsUser:
+        """A user with identity's built-in ``moderator`` role (``chat:room:moderate``)."""
+        user = await self.user(username)
         async with self.platform.database.unit_of_work() as session:
-            rows = await session.scalars(
-                select(OutboxEvent).where(OutboxEvent.type == event_type).order_by(OutboxEvent.id)
-            )
-            return [dict(row.payload) for row in rows]
+            await rbac.assign_role(session, uuid.UUID(user.id), "moderator")
+        return await self._sign_in(user.id, user.username)
 
-    async def deliver_events(self) -> None:
-        while await self.platform.relay.run_once():
-            pass
+    async def personal(self, user: RoomsUser) -> list[dict[str, Any]]:
+        """What the user's personal channel received, oldest first."""
+        return await self.published(f"#{user.id}")
+
+    async def room(self, owner: RoomsUser, kind: str = "public", **fields: Any) -> dict[str, Any]:
+        payload: dict[str, Any] = {"name": f"{kind} room", "kind": kind, **fields}
+        response = await self.client.post(f"{API}/rooms", json=payload, headers=owner.auth)
+        assert response.status_code == 201, response.text
+        room: dict[str, Any] = response.json()
+        return room
+
+    async def join(self, user: RoomsUser, room_id: str) -> httpx.Response:
+        return await self.client.post(f"{API}/rooms/{room_id}/join", headers=user.auth)
+
+    async def member(self, user: RoomsUser, room_id: str) -> None:
+        """Make ``user`` a member of a public room."""
+        response = await self.join(user, room_id)
+        assert response.status_code == 201, response.text
+
+    async def invite(self, inviter: RoomsUser, room_id: str, invitee: RoomsUser) -> httpx.Response:
+        return await self.client.post(
+            f"{API}/rooms/{room_id}/invites", json={"user_id": invitee.id}, headers=inviter.auth
+        )
+
+    async def members(self, viewer: RoomsUser, room_id: str) -> dict[str, str]:
+        """user id -> role."""
+        response = await self.client.get(
+            f"{API}/rooms/{room_id}/members", params={"limit": 100}, headers=viewer.auth
+        )
+        assert response.status_code == 200, response.text
+        return {m["user_id"]: m["role"] for m in response.json()["members"]}
 
 
 async def create_room(
@@ -223,10 +332,10 @@ def database_url_for(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @asynccontextmanager
-async def chat_app(settings: Settings, chat: ChatSettings | None = None) -> AsyncIterator[ChatApp]:
+async def _serving(settings: Settings, chat: ChatSettings, driver: type[App]) -> AsyncIterator[App]:
     """A migrated database and the identity + chat app started, with an HTTP client."""
     configure(settings, fast_identity_settings())
-    modules = [identity_module, build_module(settings=chat or messages_settings())]
+    modules = [identity_module, build_module(settings=chat)]
     await upgrade(settings, modules)
     app = create_app(settings, modules=modules, run_background=False)
     async with LifespanManager(app):
@@ -235,7 +344,28 @@ async def chat_app(settings: Settings, chat: ChatSettings | None = None) -> Asyn
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             platform: Platform = app.state.platform
-            yield ChatApp(app=app, client=client, backend=platform.database.dialect)
+            yield driver(app=app, client=client, backend=platform.database.dialect)
+
+
+def chat_app(
+    settings: Settings, chat: ChatSettings | None = None
+) -> AbstractAsyncContextManager[ChatApp]:
+    """The app of ``ChatApp``, with ``messages_settings()`` unless ``chat`` is given."""
+    return _serving(settings, chat or messages_settings(), ChatApp)
+
+
+@pytest.fixture(name="chat_database", params=[SQLITE, POSTGRES])
+def rooms_database_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(backend, database URL): a fresh SQLite file, or a fresh PostgreSQL database."""
+    return request.param, database_url_for(request, tmp_path)
+
+
+@pytest.fixture(name="chat")
+async def rooms_fixture(chat_database: tuple[str, str], tmp_path: Path) -> AsyncIterator[RoomsApp]:
+    """``RoomsApp`` on each database; test modules import this and ``rooms_database_fixture``."""
+    settings = settings_for(chat_database[1], tmp_path)
+    async with _serving(settings, chat_settings(), RoomsApp) as app:
+        yield app
 
 
 class StatementCounter:

@@ -4,10 +4,11 @@ function, shape the response."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from engineroom.blog import comments, profiles, service
 from engineroom.blog.authors import writer_id
@@ -23,10 +24,12 @@ from engineroom.blog.errors import (
 )
 from engineroom.blog.http import json_response
 from engineroom.blog.params import LIST_PARAMETERS, MAX_PAGE_SIZE, page_of, platform_of, text_of
-from engineroom.blog.runtime import runtime_for
+from engineroom.blog.runtime import BlogRuntime, runtime_for
 from engineroom.blog.schemas import (
+    ArticleChanges,
     MultipleArticles,
     MultipleComments,
+    NewArticle,
     NewArticleRequest,
     NewCommentRequest,
     SingleArticle,
@@ -39,16 +42,23 @@ from engineroom.blog.schemas import (
     profile_json,
 )
 from engineroom.blog.service import ArticleFields
-from engineroom.blog.views import ArticlePage, ArticleQuery
-from engineroom.core.auth import CurrentPrincipal, OptionalPrincipal, get_optional_principal
+from engineroom.blog.views import ArticlePage, ArticleQuery, ArticleView, ProfileView
+from engineroom.core.auth import (
+    CurrentPrincipal,
+    OptionalPrincipal,
+    Principal,
+    get_optional_principal,
+)
 from engineroom.core.deps import PlatformDep
 from engineroom.core.errors import Unauthorized, error_responses
 from engineroom.core.http import direct
+from engineroom.core.platform import Platform
 
 router = APIRouter(prefix="/api", tags=["blog"])
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size.")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000, description="Articles to skip.")]
+T = TypeVar("T")
 
 
 def _page_json(page: ArticlePage) -> dict[str, Any]:
@@ -58,11 +68,65 @@ def _page_json(page: ArticlePage) -> dict[str, Any]:
     }
 
 
-def _dumps(build: Callable[[], Awaitable[dict[str, Any]]]) -> Callable[[], Awaitable[bytes]]:
-    async def dumped() -> bytes:
-        return orjson.dumps(await build())
+def _single_article(article: ArticleView) -> dict[str, Any]:
+    return {"article": article_json(article)}
 
-    return dumped
+
+def _single_profile(profile: ProfileView) -> dict[str, Any]:
+    return {"profile": profile_json(profile)}
+
+
+def _read(
+    platform: Platform,
+    fetch: Callable[[AsyncSession], Awaitable[T]],
+    shape: Callable[[T], dict[str, Any]],
+) -> Callable[[], Awaitable[bytes]]:
+    """The body of a read: ``fetch`` in a read-only transaction, ``shape`` as JSON. Only
+    called when the read cache has no copy."""
+
+    async def build() -> bytes:
+        async with platform.database.read_only() as session:
+            found = await fetch(session)
+        return orjson.dumps(shape(found))
+
+    return build
+
+
+async def _articles(
+    request: Request,
+    platform: Platform,
+    runtime: BlogRuntime,
+    principal: Principal | None,
+    query: ArticleQuery,
+    *,
+    limit: int,
+    offset: int,
+    cache_key: str | None = None,
+) -> Response:
+    """A page of articles (through the read cache when ``cache_key`` is given)."""
+    body = _read(
+        platform,
+        lambda session: service.list_articles(
+            session,
+            query=query,
+            principal=principal,
+            search=runtime.search,
+            limit=limit,
+            offset=offset,
+        ),
+        _page_json,
+    )
+    return await json_response(request, runtime, principal, cache_key, body)
+
+
+def _fields(article: NewArticle | ArticleChanges) -> ArticleFields:
+    return ArticleFields(
+        title=article.title,
+        description=article.description,
+        body=article.body,
+        tags=article.tagList,
+        published=article.published,
+    )
 
 
 # Routes match in the order they are declared, and every request to a later route pays
@@ -80,13 +144,9 @@ def _dumps(build: Callable[[], Awaitable[dict[str, Any]]]) -> Callable[[], Await
 @direct
 async def tags(request: Request) -> Response:
     platform = platform_of(request)
-
-    async def build() -> dict[str, Any]:
-        async with platform.database.read_only() as session:
-            return {"tags": await service.popular_tags(session)}
-
+    body = _read(platform, service.popular_tags, lambda names: {"tags": names})
     # Tags look the same to everyone: always the shared cached copy.
-    return await json_response(request, runtime_for(platform), None, "tags", _dumps(build))
+    return await json_response(request, runtime_for(platform), None, "tags", body)
 
 
 # ---- articles ----------------------------------------------------------------------------
@@ -111,26 +171,15 @@ async def list_articles(request: Request) -> Response:
         favorited_by=text_of(request, "favorited"),
         search=text_of(request, "search"),
     )
-
-    async def build() -> dict[str, Any]:
-        async with platform.database.read_only() as session:
-            page = await service.list_articles(
-                session,
-                query=query,
-                principal=principal,
-                search=runtime.search,
-                limit=limit,
-                offset=offset,
-            )
-        return _page_json(page)
-
     hot = query.search is None and offset < limit * runtime.settings.cached_pages
     key = (
         f"articles:{query.tag}:{query.author}:{query.favorited_by}:{limit}:{offset}"
         if hot
         else None
     )
-    return await json_response(request, runtime, principal, key, _dumps(build))
+    return await _articles(
+        request, platform, runtime, principal, query, limit=limit, offset=offset, cache_key=key
+    )
 
 
 @router.get(
@@ -147,19 +196,8 @@ async def feed(
     limit: Limit = 20,
     offset: Offset = 0,
 ) -> Response:
-    async def build() -> dict[str, Any]:
-        async with platform.database.read_only() as session:
-            page = await service.list_articles(
-                session,
-                query=ArticleQuery(feed_of=writer_id(principal)),
-                principal=principal,
-                search=runtime.search,
-                limit=limit,
-                offset=offset,
-            )
-        return _page_json(page)
-
-    return await json_response(request, runtime, principal, None, _dumps(build))
+    query = ArticleQuery(feed_of=writer_id(principal))
+    return await _articles(request, platform, runtime, principal, query, limit=limit, offset=offset)
 
 
 @router.get(
@@ -176,19 +214,8 @@ async def drafts(
     limit: Limit = 20,
     offset: Offset = 0,
 ) -> Response:
-    async def build() -> dict[str, Any]:
-        async with platform.database.read_only() as session:
-            page = await service.list_articles(
-                session,
-                query=ArticleQuery(drafts_of=writer_id(principal)),
-                principal=principal,
-                search=runtime.search,
-                limit=limit,
-                offset=offset,
-            )
-        return _page_json(page)
-
-    return await json_response(request, runtime, principal, None, _dumps(build))
+    query = ArticleQuery(drafts_of=writer_id(principal))
+    return await _articles(request, platform, runtime, principal, query, limit=limit, offset=offset)
 
 
 @router.post(
@@ -205,20 +232,10 @@ async def create_article(
     session: WriteSession,
     runtime: RuntimeDep,
 ) -> Response:
-    data = payload.article
     article = await service.create_article(
-        session,
-        principal=principal,
-        fields=ArticleFields(
-            title=data.title,
-            description=data.description,
-            body=data.body,
-            tags=data.tagList,
-            published=data.published,
-        ),
-        search=runtime.search,
+        session, principal=principal, fields=_fields(payload.article), search=runtime.search
     )
-    return _json({"article": article_json(article)}, status=201)
+    return _json(_single_article(article), status=201)
 
 
 @router.get(
@@ -231,15 +248,12 @@ async def create_article(
 async def get_article(slug: str, request: Request) -> Response:
     platform = platform_of(request)
     principal = await get_optional_principal(request)
-
-    async def build() -> dict[str, Any]:
-        async with platform.database.read_only() as session:
-            article = await service.get_article(session, slug=slug, principal=principal)
-        return {"article": article_json(article)}
-
-    return await json_response(
-        request, runtime_for(platform), principal, f"article:{slug}", _dumps(build)
+    body = _read(
+        platform,
+        lambda session: service.get_article(session, slug=slug, principal=principal),
+        _single_article,
     )
+    return await json_response(request, runtime_for(platform), principal, f"article:{slug}", body)
 
 
 @router.put(
@@ -256,21 +270,14 @@ async def update_article(
     session: WriteSession,
     runtime: RuntimeDep,
 ) -> Response:
-    data = payload.article
     article = await service.update_article(
         session,
         slug=slug,
         principal=principal,
-        fields=ArticleFields(
-            title=data.title,
-            description=data.description,
-            body=data.body,
-            tags=data.tagList,
-            published=data.published,
-        ),
+        fields=_fields(payload.article),
         search=runtime.search,
     )
-    return _json({"article": article_json(article)})
+    return _json(_single_article(article))
 
 
 @router.delete(
@@ -297,7 +304,7 @@ async def delete_article(
 )
 async def favorite(slug: str, principal: CurrentPrincipal, session: WriteSession) -> Response:
     article = await service.favorite(session, slug=slug, principal=principal, on=True)
-    return _json({"article": article_json(article)})
+    return _json(_single_article(article))
 
 
 @router.delete(
@@ -309,7 +316,7 @@ async def favorite(slug: str, principal: CurrentPrincipal, session: WriteSession
 )
 async def unfavorite(slug: str, principal: CurrentPrincipal, session: WriteSession) -> Response:
     article = await service.favorite(session, slug=slug, principal=principal, on=False)
-    return _json({"article": article_json(article)})
+    return _json(_single_article(article))
 
 
 # ---- comments ----------------------------------------------------------------------------
@@ -328,12 +335,12 @@ async def list_comments(
     runtime: RuntimeDep,
     principal: OptionalPrincipal,
 ) -> Response:
-    async def build() -> dict[str, Any]:
-        async with platform.database.read_only() as session:
-            found = await comments.list_comments(session, slug=slug, principal=principal)
-        return {"comments": [comment_json(comment) for comment in found]}
-
-    return await json_response(request, runtime, principal, None, _dumps(build))
+    body = _read(
+        platform,
+        lambda session: comments.list_comments(session, slug=slug, principal=principal),
+        lambda found: {"comments": [comment_json(comment) for comment in found]},
+    )
+    return await json_response(request, runtime, principal, None, body)
 
 
 @router.post(
@@ -383,14 +390,14 @@ async def get_profile(
     runtime: RuntimeDep,
     principal: OptionalPrincipal,
 ) -> Response:
-    async def build() -> dict[str, Any]:
-        async with platform.database.read_only() as session:
-            profile = await profiles.get_profile(
-                session, username=username, principal=principal, directory=runtime.directory
-            )
-        return {"profile": profile_json(profile)}
-
-    return await json_response(request, runtime, principal, None, _dumps(build))
+    body = _read(
+        platform,
+        lambda session: profiles.get_profile(
+            session, username=username, principal=principal, directory=runtime.directory
+        ),
+        _single_profile,
+    )
+    return await json_response(request, runtime, principal, None, body)
 
 
 @router.post(
@@ -406,7 +413,7 @@ async def follow(
     profile = await profiles.follow(
         session, username=username, principal=principal, directory=runtime.directory, on=True
     )
-    return _json({"profile": profile_json(profile)})
+    return _json(_single_profile(profile))
 
 
 @router.delete(
@@ -422,7 +429,7 @@ async def unfollow(
     profile = await profiles.follow(
         session, username=username, principal=principal, directory=runtime.directory, on=False
     )
-    return _json({"profile": profile_json(profile)})
+    return _json(_single_profile(profile))
 
 
 def _json(content: dict[str, Any], status: int = 200) -> Response:

@@ -12,13 +12,14 @@ cursors are message ids, as REST's ``before``/``after``. Types and loaders are i
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Concatenate, ParamSpec, TypedDict, TypeVar
 
 import strawberry
 import structlog
 from limits.errors import StorageError
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from engineroom.chat import history, membership, messages, reactions, receipts, rooms
 from engineroom.chat.activity_schemas import ReadPosition
@@ -53,6 +54,8 @@ from engineroom.core.errors import RateLimited
 
 logger = structlog.get_logger("engineroom.chat.graphql")
 M = TypeVar("M", bound=BaseModel)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # The REST routes' scopes: one budget per user whichever API the writes come through.
 ROOM_WRITES_SCOPE = "chat.rooms.write"
@@ -152,23 +155,60 @@ def _messaging(info: Ctx) -> Messaging:
     return messaging_for(info.context.platform)
 
 
+async def _run(
+    info: Ctx,
+    service: Callable[Concatenate[AsyncSession, P], Awaitable[T]],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """``service(session, *args, **kwargs)`` on the operation's session (see ``exclusive``)."""
+    return await exclusive(info, lambda: service(info.context.session, *args, **kwargs))
+
+
+def _message(info: Ctx, rendered: dict[str, Any]) -> MessageType:
+    return message_types(info, [rendered])[0]
+
+
+# ---- message pages --------------------------------------------------------------------------
+
+
+class _Window(TypedDict):
+    """Where a page of messages is, as history's services take it."""
+
+    before: uuid.UUID | None
+    after: uuid.UUID | None
+    limit: int
+
+
+def _window(before: strawberry.ID | None, after: strawberry.ID | None, first: int) -> _Window:
+    return _Window(
+        before=_optional_id(before, "before"),
+        after=_optional_id(after, "after"),
+        limit=_page_size(first, history.MAX_PAGE),
+    )
+
+
+def _connection(info: Ctx, page: dict[str, Any], window: _Window) -> MessageConnection:
+    from_cursor = window["before"] is not None or window["after"] is not None
+    return MessageConnection.of(
+        info, page["messages"], has_more=page["has_more"], from_cursor=from_cursor
+    )
+
+
 # ---- queries --------------------------------------------------------------------------------
 
 
 async def _chat_rooms(info: Ctx, first: int = 50, after: str | None = None) -> RoomPage:
     principal = await _user(info)
     page = PageRequest(limit=_page_size(first, MAX_ROOMS_PAGE), cursor=after)
-    found = await exclusive(info, lambda: rooms.my_rooms(info.context.session, principal, page))
-    return RoomPage.of(found, principal)
+    return RoomPage.of(await _run(info, rooms.my_rooms, principal, page), principal)
 
 
 async def _chat_room(info: Ctx, id: strawberry.ID) -> RoomType | None:
     principal = await _user(info)
     room_id = _id(id, "id")
     try:
-        view = await exclusive(
-            info, lambda: rooms.get_room(info.context.session, principal, room_id)
-        )
+        view = await _run(info, rooms.get_room, principal, room_id)
     except RoomNotFound:
         return None
     return RoomType.of(view, principal)
@@ -180,9 +220,7 @@ async def _chat_directory(
     principal = await _user(info)
     query = _text(q, "q", MAX_QUERY_LENGTH) or None
     page = PageRequest(limit=_page_size(first, MAX_ROOMS_PAGE), cursor=after)
-    found = await exclusive(
-        info, lambda: rooms.directory(info.context.session, principal, page, query=query)
-    )
+    found = await _run(info, rooms.directory, principal, page, query=query)
     return RoomPage.of(found, principal)
 
 
@@ -195,23 +233,9 @@ async def _chat_messages(
 ) -> MessageConnection:
     principal = await _user(info)
     room = _id(room_id, "roomId")
-    older, newer = _optional_id(before, "before"), _optional_id(after, "after")
-    limit = _page_size(first, history.MAX_PAGE)
-    page = await exclusive(
-        info,
-        lambda: history.room_history(
-            info.context.session,
-            principal=principal,
-            room_id=room,
-            before=older,
-            after=newer,
-            limit=limit,
-        ),
-    )
-    from_cursor = older is not None or newer is not None
-    return MessageConnection.of(
-        info, page["messages"], has_more=page["has_more"], from_cursor=from_cursor
-    )
+    window = _window(before, after, first)
+    page = await _run(info, history.room_history, principal=principal, room_id=room, **window)
+    return _connection(info, page, window)
 
 
 async def _chat_thread(
@@ -223,26 +247,10 @@ async def _chat_thread(
 ) -> ThreadType:
     principal = await _user(info)
     message = _id(message_id, "messageId")
-    older, newer = _optional_id(before, "before"), _optional_id(after, "after")
-    limit = _page_size(first, history.MAX_PAGE)
-    page = await exclusive(
-        info,
-        lambda: history.thread(
-            info.context.session,
-            principal=principal,
-            message_id=message,
-            before=older,
-            after=newer,
-            limit=limit,
-        ),
-    )
-    replies = MessageConnection.of(
-        info,
-        page["messages"],
-        has_more=page["has_more"],
-        from_cursor=older is not None or newer is not None,
-    )
-    return ThreadType(root=message_types(info, [page["root"]])[0], replies=replies)
+    window = _window(before, after, first)
+    page = await _run(info, history.thread, principal=principal, message_id=message, **window)
+    replies = _connection(info, page, window)
+    return ThreadType(root=_message(info, page["root"]), replies=replies)
 
 
 async def _chat_search(
@@ -255,26 +263,21 @@ async def _chat_search(
     room = _optional_id(room_id, "roomId")
     limit = _page_size(first, history.MAX_SEARCH_RESULTS)
     index = _messaging(info).search
-    found = await exclusive(
+    found = await _run(
         info,
-        lambda: history.search_messages(
-            info.context.session,
-            principal=principal,
-            index=index,
-            query=query,
-            room_id=room,
-            limit=limit,
-        ),
+        history.search_messages,
+        principal=principal,
+        index=index,
+        query=query,
+        room_id=room,
+        limit=limit,
     )
     return message_types(info, found["messages"])
 
 
 async def _chat_unread(info: Ctx) -> UnreadType:
     principal = await _user(info)
-    summary = await exclusive(
-        info, lambda: receipts.unread_summary(info.context.session, principal)
-    )
-    return UnreadType.of(summary)
+    return UnreadType.of(await _run(info, receipts.unread_summary, principal))
 
 
 async def _chat_members(
@@ -283,10 +286,7 @@ async def _chat_members(
     principal = await _user(info)
     room = _id(room_id, "roomId")
     page = PageRequest(limit=_page_size(first, MAX_ROOMS_PAGE), cursor=after)
-    found = await exclusive(
-        info,
-        lambda: membership.list_members(info.context.session, principal, room, page),
-    )
+    found = await _run(info, membership.list_members, principal, room, page)
     return MemberPage(
         nodes=[MemberType.of(view) for view in found.items], next_cursor=found.next_cursor
     )
@@ -333,11 +333,8 @@ async def _chat_create_room(info: Ctx, input: RoomCreateInput) -> RoomType:
     body = _validated(
         RoomCreate, {"name": input.name, "kind": input.kind.value, "topic": input.topic}
     )
-    view = await exclusive(
-        info,
-        lambda: rooms.create_room(
-            info.context.session, principal, name=body.name, kind=body.kind, topic=body.topic
-        ),
+    view = await _run(
+        info, rooms.create_room, principal, name=body.name, kind=body.kind, topic=body.topic
     )
     return RoomType.of(view, principal)
 
@@ -346,26 +343,21 @@ async def _chat_update_room(info: Ctx, id: strawberry.ID, input: RoomUpdateInput
     principal = await _user(info)
     room_id = _id(id, "id")
     changes = _validated(RoomUpdate, input.changes()).model_dump(exclude_unset=True)
-    view = await exclusive(
-        info,
-        lambda: rooms.update_room(info.context.session, principal, room_id, changes=changes),
-    )
+    view = await _run(info, rooms.update_room, principal, room_id, changes=changes)
     return RoomType.of(view, principal)
 
 
 async def _chat_join_room(info: Ctx, id: strawberry.ID) -> RoomType:
     principal = await _user(info)
     room_id = _id(id, "id")
-    view, _ = await exclusive(
-        info, lambda: membership.join(info.context.session, principal, room_id)
-    )
+    view, _ = await _run(info, membership.join, principal, room_id)
     return RoomType.of(view, principal)
 
 
 async def _chat_leave_room(info: Ctx, id: strawberry.ID) -> bool:
     principal = await _user(info)
     room_id = _id(id, "id")
-    await exclusive(info, lambda: membership.leave(info.context.session, principal, room_id))
+    await _run(info, membership.leave, principal, room_id)
     return True
 
 
@@ -374,11 +366,8 @@ async def _chat_open_direct(
 ) -> RoomType:
     principal = await _room_writer(info)
     ref = _user_ref(user_id, username)
-    view, _ = await exclusive(
-        info,
-        lambda: rooms.direct_room(
-            info.context.session, principal, user_id=ref.user_id, username=ref.username
-        ),
+    view, _ = await _run(
+        info, rooms.direct_room, principal, user_id=ref.user_id, username=ref.username
     )
     return RoomType.of(view, principal)
 
@@ -392,11 +381,8 @@ async def _chat_invite(
     principal = await _room_writer(info)
     room = _id(room_id, "roomId")
     ref = _user_ref(user_id, username)
-    view = await exclusive(
-        info,
-        lambda: membership.create_invite(
-            info.context.session, principal, room, user_id=ref.user_id, username=ref.username
-        ),
+    view = await _run(
+        info, membership.create_invite, principal, room, user_id=ref.user_id, username=ref.username
     )
     return InviteType.of(view)
 
@@ -404,10 +390,7 @@ async def _chat_invite(
 async def _chat_accept_invite(info: Ctx, room_id: strawberry.ID) -> RoomType:
     principal = await _user(info)
     room = _id(room_id, "roomId")
-    view = await exclusive(
-        info, lambda: membership.accept_invite(info.context.session, principal, room)
-    )
-    return RoomType.of(view, principal)
+    return RoomType.of(await _run(info, membership.accept_invite, principal, room), principal)
 
 
 async def _chat_send_message(info: Ctx, room_id: strawberry.ID, input: MessageInput) -> MessageType:
@@ -416,49 +399,41 @@ async def _chat_send_message(info: Ctx, room_id: strawberry.ID, input: MessageIn
     draft = _validated(MessageCreate, input.data())
     messaging = _messaging(info)
     await charge_send(messaging, principal)
-    sent = await exclusive(
+    sent = await _run(
         info,
-        lambda: messages.send_message(
-            info.context.session,
-            principal=principal,
-            room_id=room,
-            draft=draft,
-            messaging=messaging,
-        ),
+        messages.send_message,
+        principal=principal,
+        room_id=room,
+        draft=draft,
+        messaging=messaging,
     )
-    return message_types(info, [sent])[0]
+    return _message(info, sent)
 
 
 async def _chat_edit_message(info: Ctx, id: strawberry.ID, body: str) -> MessageType:
     principal = await _user(info)
     message_id = _id(id, "id")
     update = _validated(MessageUpdate, {"body": body})
-    messaging = _messaging(info)
-    edited = await exclusive(
+    edited = await _run(
         info,
-        lambda: messages.edit_message(
-            info.context.session,
-            principal=principal,
-            message_id=message_id,
-            body=update.body,
-            messaging=messaging,
-        ),
+        messages.edit_message,
+        principal=principal,
+        message_id=message_id,
+        body=update.body,
+        messaging=_messaging(info),
     )
-    return message_types(info, [edited])[0]
+    return _message(info, edited)
 
 
 async def _chat_delete_message(info: Ctx, id: strawberry.ID) -> bool:
     principal = await _user(info)
     message_id = _id(id, "id")
-    messaging = _messaging(info)
-    await exclusive(
+    await _run(
         info,
-        lambda: messages.delete_message(
-            info.context.session,
-            principal=principal,
-            message_id=message_id,
-            messaging=messaging,
-        ),
+        messages.delete_message,
+        principal=principal,
+        message_id=message_id,
+        messaging=_messaging(info),
     )
     return True
 
@@ -466,30 +441,24 @@ async def _chat_delete_message(info: Ctx, id: strawberry.ID) -> bool:
 async def _chat_react(info: Ctx, message_id: strawberry.ID, emoji: str) -> MessageType:
     principal = await _user(info)
     message = _id(message_id, "messageId")
-    messaging = _messaging(info)
-    reacted = await exclusive(
+    reacted = await _run(
         info,
-        lambda: reactions.react(
-            info.context.session,
-            principal=principal,
-            message_id=message,
-            emoji=emoji,
-            messaging=messaging,
-        ),
+        reactions.react,
+        principal=principal,
+        message_id=message,
+        emoji=emoji,
+        messaging=_messaging(info),
     )
-    return message_types(info, [reacted])[0]
+    return _message(info, reacted)
 
 
 async def _chat_unreact(info: Ctx, message_id: strawberry.ID, emoji: str) -> MessageType:
     principal = await _user(info)
     message = _id(message_id, "messageId")
-    unreacted = await exclusive(
-        info,
-        lambda: reactions.unreact(
-            info.context.session, principal=principal, message_id=message, emoji=emoji
-        ),
+    unreacted = await _run(
+        info, reactions.unreact, principal=principal, message_id=message, emoji=emoji
     )
-    return message_types(info, [unreacted])[0]
+    return _message(info, unreacted)
 
 
 async def _chat_mark_read(
@@ -503,15 +472,13 @@ async def _chat_mark_read(
     position = _validated(ReadPosition, {"message_id": message_id, "seq": seq})
     limit = settings_of(info.context.platform).read_rate_limit
     await _charge(info, principal, limit, READ_POSITION_SCOPE)
-    state = await exclusive(
+    state = await _run(
         info,
-        lambda: receipts.mark_read(
-            info.context.session,
-            principal,
-            room_id=room,
-            message_id=position.message_id,
-            seq=position.seq,
-        ),
+        receipts.mark_read,
+        principal,
+        room_id=room,
+        message_id=position.message_id,
+        seq=position.seq,
     )
     return ReadStateType.of(state)
 

@@ -8,7 +8,8 @@ from sqlalchemy import func, select
 
 from engineroom.chat.models import Member, Message, Room
 from engineroom.core.clock import utcnow
-from tests.support.chat_rooms import API, ChatApp, chat_database_fixture, chat_fixture  # noqa: F401
+from tests.support.chat_domain import API, rooms_database_fixture, rooms_fixture  # noqa: F401
+from tests.support.chat_domain import RoomsApp as ChatApp
 
 
 async def test_create_room_makes_the_creator_owner(chat: ChatApp) -> None:

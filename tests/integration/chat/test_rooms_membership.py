@@ -11,7 +11,8 @@ from sqlalchemy import func, select, text
 from engineroom.chat import rooms
 from engineroom.chat.models import Room
 from engineroom.core.auth import Principal
-from tests.support.chat_rooms import API, ChatApp, chat_database_fixture, chat_fixture  # noqa: F401
+from tests.support.chat_domain import API, rooms_database_fixture, rooms_fixture  # noqa: F401
+from tests.support.chat_domain import RoomsApp as ChatApp
 
 
 async def _member_count(chat: ChatApp, room_id: str) -> int:

@@ -14,13 +14,9 @@ from engineroom.chat.membership import forget_user
 from engineroom.chat.models import Ban, Invite
 from engineroom.core.auth import Principal
 from engineroom.core.clock import utcnow
-from tests.support.chat_rooms import (  # noqa: F401
-    API,
-    ChatApp,
-    User,
-    chat_database_fixture,
-    chat_fixture,
-)
+from tests.support.chat_domain import API, rooms_database_fixture, rooms_fixture  # noqa: F401
+from tests.support.chat_domain import RoomsApp as ChatApp
+from tests.support.chat_domain import RoomsUser as User
 from tests.support.identity import PASSWORD
 
 

@@ -24,7 +24,7 @@ from tests.support.chat import (
     new_subscription,
     next_item,
 )
-from tests.support.chat_rooms import API, chat_database_fixture, settings_for  # noqa: F401
+from tests.support.chat_domain import API, rooms_database_fixture, settings_for  # noqa: F401
 from tests.support.identity import PASSWORD
 
 SERVER_UNSUBSCRIBE = 2000
