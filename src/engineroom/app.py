@@ -15,7 +15,7 @@ from engineroom.catalog import load_modules, peers_of
 from engineroom.core.errors import ErrorRenderers, install_error_handlers
 from engineroom.core.graphql import build_graphql_router
 from engineroom.core.health import router as health_router
-from engineroom.core.http import install_direct_routes, install_middleware
+from engineroom.core.http import PlatformApp, install_direct_routes, install_middleware
 from engineroom.core.module import Module
 from engineroom.core.observability.logging import configure_logging
 from engineroom.core.observability.metrics import install_metrics
@@ -81,7 +81,7 @@ def create_app(
         finally:
             await platform.stop()
 
-    app = FastAPI(
+    app = PlatformApp(
         title="engineroom",
         version=__version__,
         description="A self-hosted backend platform. Errors under /api/v1 are RFC 9457 problems.",

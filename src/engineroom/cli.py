@@ -34,6 +34,7 @@ from engineroom import __version__
 from engineroom.app import create_app
 from engineroom.catalog import UnknownModuleError, load_modules, parse_module_names, peers_of
 from engineroom.core.db import Database
+from engineroom.core.http.websocket_frames import FrameWritingProtocol
 from engineroom.core.migrations.runner import (
     MigrationError,
     downgrade,
@@ -274,6 +275,9 @@ def _uvicorn_options(plan: ServePlan) -> dict[str, Any]:
         # Per-message compression costs ~40 KB of zlib state per WebSocket and compresses
         # every message once per client, where a fan-out writes the same bytes to all.
         "ws_per_message_deflate": False,
+        # uvicorn's WebSocket protocol plus writing pre-framed messages (a fan-out frames
+        # a publication once for all its subscribers; see core/http/websocket_frames.py).
+        "ws": FrameWritingProtocol,
         "server_header": False,
         # No logging config of uvicorn's own: configure_logging() routes its records
         # (access lines included) into the application's JSON lines.

@@ -51,7 +51,7 @@ from engineroom.chat.realtime.broker import BrokerError
 from engineroom.chat.realtime.channels import ChannelAction, ChannelName
 from engineroom.chat.realtime.connection import Connection
 from engineroom.chat.realtime.hub import RpcHandler
-from engineroom.chat.realtime.protocol import JSON
+from engineroom.chat.realtime.protocol import JSON, dumps_kept
 from engineroom.chat.realtime.runtime import (
     STATUS_NAMESPACE,
     TYPING_NAMESPACE,
@@ -212,7 +212,8 @@ class _Device:
         return self.connection.client_id
 
     def info(self) -> bytes:
-        return orjson.dumps({"user": self.user, "client": self.client_id, "status": self.status})
+        # Kept by the in-process broker for as long as the device is connected.
+        return dumps_kept({"user": self.user, "client": self.client_id, "status": self.status})
 
 
 def status_of_entries(entries: Iterable[bytes]) -> PresenceStatus:

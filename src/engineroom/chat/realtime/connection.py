@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
-import orjson
 import structlog
 
 from engineroom.chat.realtime.auth import VerifiedToken
@@ -33,6 +32,8 @@ from engineroom.chat.realtime.protocol import (
     ErrorCode,
     FrameError,
     ReplyError,
+    SharedText,
+    dumps_kept,
     encode_error,
     encode_reply,
     parse_frame,
@@ -50,6 +51,9 @@ Handler = Callable[["Connection", Command], Awaitable[Result | None]]
 
 class Transport(Protocol):
     async def send_text(self, text: str) -> None: ...
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Write an already framed message now; ``False`` if it must go by ``send_text``."""
 
     async def close(self, code: int, reason: str) -> None: ...
 
@@ -174,8 +178,7 @@ class Connection:
         info: dict[str, object] = {"user": principal.subject, "client": self.client_id}
         if conn_info is not None:
             info["conn_info"] = conn_info
-        # A copy: orjson's result keeps a 4 KB buffer, for as long as the connection lives.
-        self.info = bytes(memoryview(orjson.dumps(info)))
+        self.info = dumps_kept(info)
         self._reschedule(self.limits.ping_interval)
 
     def refresh(self, verified: VerifiedToken) -> None:
@@ -246,6 +249,13 @@ class Connection:
             return
         while self._queue and self._closing is None:
             batch, self._queue, self._queued = self._queue, [], 0
+            if (
+                len(batch) == 1
+                and isinstance(batch[0], SharedText)
+                # The fan-out case: the same framed bytes as every other subscriber.
+                and self._transport.write_frame(batch[0].frame)
+            ):
+                continue
             frames = list(_frames(batch, self.limits.max_batch_bytes))
             for index, frame in enumerate(frames):
                 sending = self._transport.send_text(frame)

@@ -43,6 +43,7 @@ from engineroom.chat.realtime.protocol import (
     UnsubscribeCode,
     encode_push,
     publication_body,
+    shared,
 )
 from engineroom.core.auth import Principal
 
@@ -242,6 +243,7 @@ class Hub:
                 if offset != state.offset + 1:
                     self._resync(channel, state)
             state.epoch, state.offset = epoch, offset
+        push = shared(push)
         for connection, subscription in state.subscribers.items():
             buffer = subscription.buffer
             if buffer is None:
@@ -253,6 +255,7 @@ class Hub:
         state = self._channels.get(channel)
         if state is None:
             return
+        push = shared(push)
         for connection, subscription in state.subscribers.items():
             if subscription.join_leave and subscription.buffer is None:
                 connection.push(push)

@@ -18,6 +18,8 @@ from enum import IntEnum
 
 import orjson
 
+from engineroom.core.http.websocket_frames import text_frame
+
 METHODS = frozenset(
     {
         "connect",
@@ -193,6 +195,13 @@ def dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
+def dumps_kept(value: object) -> bytes:
+    """JSON bytes to keep for long (presence entries, client info): ``orjson.dumps``
+    answers with an object that holds a 4 KB buffer whatever its length, which ten
+    thousand connections would each keep; this is a copy of exactly its length."""
+    return bytes(memoryview(orjson.dumps(value)))
+
+
 def encode_reply(command_id: int, method: str, result: dict[str, object]) -> str:
     return dumps({"id": command_id, method: result})
 
@@ -229,11 +238,29 @@ def publication_body(
     return orjson.dumps(fields)[1:-1]
 
 
-def publication_push(channel_head: bytes, offset: int, body: bytes) -> str:
+class SharedText(str):
+    """A message written to many connections: framed once, the same bytes for every one
+    that can take a frame as it is (see ``core.http.websocket_frames``)."""
+
+    _frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = text_frame(self.encode())
+        return frame
+
+
+def shared(push: str) -> SharedText:
+    return push if isinstance(push, SharedText) else SharedText(push)
+
+
+def publication_push(channel_head: bytes, offset: int, body: bytes) -> SharedText:
     """The push frame for one publication (``offset`` 0: the channel keeps no history)."""
     if offset:
-        return (channel_head + b'"offset":%d,' % offset + body + b"}}}").decode()
-    return (channel_head + body + b"}}}").decode()
+        return SharedText((channel_head + b'"offset":%d,' % offset + body + b"}}}").decode())
+    return SharedText((channel_head + body + b"}}}").decode())
 
 
 def publication_object(offset: int, body: bytes) -> orjson.Fragment:

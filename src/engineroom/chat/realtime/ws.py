@@ -1,11 +1,11 @@
 """``/connection/websocket``: the endpoint Centrifugo client SDKs connect to by default.
 
-A plain ASGI endpoint behind the kernel middleware: a connection lives for hours, and
-every wrapper a framework route keeps around it (exception handling, dependency exit
-stacks, a ``WebSocket`` object) costs memory for that long and time on every message
-sent. The token travels in the connect command, not in headers or cookies, so a page on
-another origin cannot use a visitor's session through this endpoint: no Origin check is
-needed.
+A plain ASGI endpoint served as a direct WebSocket (``core.http.direct_websocket``): a
+connection lives for hours, and every layer a framework route keeps around it (middleware,
+exception handling, dependency exit stacks, a ``WebSocket`` object) costs memory for that
+long and time on every message sent. The token travels in the connect command, not in
+headers or cookies, so a page on another origin cannot use a visitor's session through this
+endpoint: no Origin check is needed.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter
-from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from engineroom.chat.realtime.connection import Connection
 from engineroom.chat.realtime.protocol import DisconnectCode
 from engineroom.chat.realtime.runtime import find_runtime
+from engineroom.core.http import accept_message, direct_websocket
+from engineroom.core.http.websocket_frames import frame_writer
 
 WEBSOCKET_PATH = "/connection/websocket"
 _TRY_AGAIN_LATER = 1013
@@ -27,10 +28,15 @@ _PROTOBUF_SUBPROTOCOL = "centrifuge-protobuf"
 
 
 class _AsgiTransport:
-    __slots__ = ("_send",)
+    __slots__ = ("_send", "_write_frame")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, scope: Scope) -> None:
         self._send = send
+        self._write_frame = frame_writer(scope)
+
+    def write_frame(self, frame: bytes) -> bool:
+        write = self._write_frame
+        return write is not None and write(frame)
 
     async def send_text(self, text: str) -> None:
         await self._send({"type": "websocket.send", "text": text})
@@ -55,9 +61,9 @@ class ConnectionEndpoint:
             # Only the JSON encoding is spoken here.
             await send({"type": "websocket.close", "code": _UNSUPPORTED_DATA})
             return
-        await send({"type": "websocket.accept"})
+        await send(accept_message(scope))
         hub = runtime.hub
-        connection = hub.open(_AsgiTransport(send))
+        connection = hub.open(_AsgiTransport(send, scope))
         try:
             await _read(receive, connection)
         except asyncio.CancelledError:
@@ -88,4 +94,4 @@ async def _read(receive: Receive, connection: Connection) -> None:
 
 
 router = APIRouter()
-router.routes.append(WebSocketRoute(WEBSOCKET_PATH, ConnectionEndpoint()))
+router.routes.append(direct_websocket(WEBSOCKET_PATH, ConnectionEndpoint()))

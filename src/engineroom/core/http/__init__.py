@@ -1,5 +1,6 @@
 """HTTP middleware: the edge (request id, trusted hosts, security headers, body size
-limit, request metrics) and CORS; direct routes (see ``direct``).
+limit, request metrics) and CORS; direct routes (see ``direct``) and direct WebSockets
+(see ``direct_websocket``).
 
 All of it is plain ASGI (no ``BaseHTTPMiddleware``): streaming responses and WebSockets
 pass through untouched and no request pays for an extra task.
@@ -11,13 +12,22 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from engineroom.core.http.direct import direct, install_direct_routes
+from engineroom.core.http.direct_websocket import PlatformApp, accept_message, direct_websocket
 from engineroom.core.http.edge import EdgeMiddleware, RequestObserver
 from engineroom.core.http.request_id import REQUEST_ID_HEADER
 from engineroom.core.http.security_headers import SecurityHeaders
 from engineroom.core.http.trusted_hosts import HostPolicy
 from engineroom.settings import Settings
 
-__all__ = ["REQUEST_ID_HEADER", "direct", "install_direct_routes", "install_middleware"]
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "PlatformApp",
+    "accept_message",
+    "direct",
+    "direct_websocket",
+    "install_direct_routes",
+    "install_middleware",
+]
 
 GRAPHQL_PATH = "/graphql"
 CORS_ALLOWED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -76,9 +86,12 @@ def install_middleware(
             expose_headers=CORS_EXPOSED_HEADERS,
             max_age=600,
         )
+    hosts = HostPolicy(settings.allowed_hosts)
+    if isinstance(app, PlatformApp):
+        app.host_policy = hosts  # its direct WebSockets meet the same host check
     app.add_middleware(
         EdgeMiddleware,
-        hosts=HostPolicy(settings.allowed_hosts),
+        hosts=hosts,
         security=SecurityHeaders(html_paths=html_paths),
         max_body_bytes=settings.max_body_bytes,
         observer=observer,

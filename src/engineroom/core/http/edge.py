@@ -25,7 +25,8 @@ from engineroom.core.http.request_id import HEADER_KEY, new_request_id, safe_req
 from engineroom.core.http.security_headers import SecurityHeaders
 from engineroom.core.http.trusted_hosts import HostPolicy
 
-_POLICY_VIOLATION = 1008
+POLICY_VIOLATION = 1008
+"""The close code of a WebSocket refused before its handshake."""
 # Methods whose requests carry no body unless they say so (Content-Length or chunked).
 _BODYLESS = frozenset({"GET", "HEAD"})
 # HTTP/1.x frames a body by Content-Length or chunked encoding only; other versions may
@@ -165,12 +166,10 @@ class EdgeMiddleware:
         await self.app(scope, receive, send)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        incoming = _scan(scope["headers"])
-        request_id = safe_request_id(incoming.request_id) or new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
-        if not self.hosts.allows_header(incoming.host):
+        request_id = admit_websocket(self.hosts, scope)
+        if request_id is None:
             # Closing before accepting makes the server refuse the handshake (403).
-            await send({"type": "websocket.close", "code": _POLICY_VIOLATION})
+            await send({"type": "websocket.close", "code": POLICY_VIOLATION})
             return
         id_header = (HEADER_KEY, request_id.encode("latin-1"))
 
@@ -187,6 +186,17 @@ class EdgeMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             reset_contextvars(**tokens)
+
+
+def admit_websocket(hosts: HostPolicy | None, scope: Scope) -> str | None:
+    """Give a WebSocket its request id (in the scope state) and check its host: the id,
+    or ``None`` when the connection must be refused (``POLICY_VIOLATION``)."""
+    incoming = _scan(scope["headers"])
+    request_id = safe_request_id(incoming.request_id) or new_request_id()
+    scope.setdefault("state", {})["request_id"] = request_id
+    if hosts is not None and not hosts.allows_header(incoming.host):
+        return None
+    return request_id
 
 
 def _route_path(scope: Scope) -> str:
