@@ -9,57 +9,31 @@ import pytest
 
 from engineroom.settings import Settings
 from tests.support import services
+from tests.support.settings import settings_on
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Embedded-topology settings isolated in a temporary data dir."""
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        environment="test",
-        data_dir=tmp_path / "data",
-        allowed_hosts=["*"],
-        log_format="console",
-        outbox_poll_interval=0.05,
-    )
+    return settings_on(None, tmp_path, outbox_poll_interval=0.05)
 
 
 @pytest.fixture
 async def postgres_url() -> AsyncIterator[str]:
     """A fresh PostgreSQL database for this test, dropped afterwards."""
-    import asyncpg
-
     if not services.port_open(services.POSTGRES_HOST, services.POSTGRES_PORT):
         services.unavailable("PostgreSQL", f"{services.POSTGRES_HOST}:{services.POSTGRES_PORT}")
     name = f"engineroom_test_{services.random_suffix()}"
-    admin = await asyncpg.connect(
-        host=services.POSTGRES_HOST,
-        port=services.POSTGRES_PORT,
-        user=services.POSTGRES_USER,
-        database="postgres",
-        timeout=10,
-    )
-    try:
+    async with services.postgres_admin() as admin:
         await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
     try:
         yield (
             f"postgresql+asyncpg://{services.POSTGRES_USER}@{services.POSTGRES_HOST}:"
             f"{services.POSTGRES_PORT}/{name}"
         )
     finally:
-        admin = await asyncpg.connect(
-            host=services.POSTGRES_HOST,
-            port=services.POSTGRES_PORT,
-            user=services.POSTGRES_USER,
-            database="postgres",
-            timeout=10,
-        )
-        try:
+        async with services.postgres_admin() as admin:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
@@ -20,23 +19,15 @@ from engineroom.settings import Settings
 from tests.support import services
 from tests.support.demo_module import demo_module
 from tests.support.demo_module.models import DemoNote
+from tests.support.settings import settings_on
 
 pytestmark = pytest.mark.postgres
 MODULES = (demo_module,)
 
 
 async def _admin(statement: str) -> None:
-    connection = await asyncpg.connect(
-        host=services.POSTGRES_HOST,
-        port=services.POSTGRES_PORT,
-        user=services.POSTGRES_USER,
-        database="postgres",
-        timeout=10,
-    )
-    try:
+    async with services.postgres_admin() as connection:
         await connection.execute(statement)
-    finally:
-        await connection.close()
 
 
 @pytest.fixture
@@ -51,16 +42,7 @@ async def replica_url(postgres_url: str) -> AsyncIterator[str]:
 
 
 def _settings(tmp_path: Path, url: str, replicas: list[str]) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        environment="test",
-        data_dir=tmp_path / "data",
-        allowed_hosts=["*"],
-        log_format="console",
-        database_url=url,
-        database_replica_urls=replicas,
-        outbox_poll_interval=0.05,
-    )
+    return settings_on(url, tmp_path, database_replica_urls=replicas, outbox_poll_interval=0.05)
 
 
 @pytest.fixture

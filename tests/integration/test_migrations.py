@@ -31,6 +31,7 @@ from engineroom.core.migrations.runner import (
 from engineroom.core.models import Base
 from engineroom.settings import Settings
 from tests.support.demo_module import demo_module
+from tests.support.settings import settings_on
 
 MODULES = (*load_modules(), demo_module)
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -38,12 +39,7 @@ BRANCHES = ("core", *(module.name for module in MODULES))
 
 
 def _settings(tmp_path: Path, url: str) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        environment="test",
-        data_dir=tmp_path / "data",
-        database_url=url,
-    )
+    return settings_on(url, tmp_path)
 
 
 async def _table_names(engine: AsyncEngine) -> set[str]:

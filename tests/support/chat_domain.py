@@ -49,6 +49,7 @@ from engineroom.identity.tokens import issue_access_token
 from engineroom.settings import Settings
 from tests.support.chat import chat_settings
 from tests.support.identity import PASSWORD, fast_identity_settings
+from tests.support.settings import settings_on
 
 API = "/api/v1/chat"
 MODERATOR_PERMISSIONS = ("chat:room:moderate", "chat:message:delete")
@@ -310,14 +311,7 @@ async def create_room(
 
 
 def settings_for(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        environment="test",
-        data_dir=tmp_path / "data",
-        database_url=database_url,
-        allowed_hosts=["*"],
-        log_format="console",
-    )
+    return settings_on(database_url, tmp_path)
 
 
 def database_url_for(request: pytest.FixtureRequest, tmp_path: Path) -> str:

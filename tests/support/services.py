@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 
@@ -46,3 +49,17 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
 
 def random_suffix() -> str:
     return secrets.token_hex(4)
+
+
+@asynccontextmanager
+async def postgres_admin() -> AsyncIterator[Any]:
+    """A connection to the server's ``postgres`` database (to create and drop others)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(
+        host=POSTGRES_HOST, port=POSTGRES_PORT, user=POSTGRES_USER, database="postgres", timeout=10
+    )
+    try:
+        yield connection
+    finally:
+        await connection.close()

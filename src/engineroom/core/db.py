@@ -10,30 +10,115 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, closing
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 from engineroom.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 CONNECT_TIMEOUT_S = 10
+IDLE_PING_AFTER_S = 10.0
+"""A pooled server connection idle this long is pinged before it is used again."""
+_IDLE_SINCE = "engineroom.idle_since"
 
 T = TypeVar("T")
 
 AfterCommitHook = Callable[[AsyncSession], None]
+
+
+class _OneCallCursor:
+    """An aiosqlite cursor that runs a statement and fetches its rows in one call.
+
+    Each call of an aiosqlite cursor is a hop to the connection's thread and back (a
+    queue put, a thread wake-up, an event-loop wake-up), and SQLAlchemy makes four per
+    statement: open a cursor, execute, fetch, close. This one makes one: the thread
+    opens a cursor, executes, fetches every row and closes it, and the rest is answered
+    from what it brought back. SQLAlchemy buffers every row of an aiosqlite result
+    anyway; a streamed result is buffered here too.
+    """
+
+    __slots__ = ("_connection", "_rows", "arraysize", "description", "lastrowid", "rowcount")
+
+    def __init__(self, connection: Any) -> None:
+        # aiosqlite's connection: its sqlite3 connection and its queue to the thread.
+        self._connection = connection
+        self._rows: deque[Any] = deque()
+        self.arraysize = 1
+        self.description: Any = None
+        self.lastrowid: int | None = None
+        self.rowcount = -1
+
+    async def __aenter__(self) -> _OneCallCursor:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._rows.clear()
+
+    async def execute(self, sql: str, parameters: Any = None) -> _OneCallCursor:
+        raw = self._connection._conn
+
+        def run() -> tuple[Any, list[Any], int, int | None]:
+            cursor = raw.cursor()
+            try:
+                cursor.execute(sql, () if parameters is None else parameters)
+                rows = cursor.fetchall() if cursor.description else []
+                return cursor.description, rows, cursor.rowcount, cursor.lastrowid
+            finally:
+                cursor.close()
+
+        self.description, rows, self.rowcount, self.lastrowid = await self._call(run)
+        self._rows = deque(rows)
+        return self
+
+    async def executemany(self, sql: str, parameters: Any) -> _OneCallCursor:
+        raw = self._connection._conn
+
+        def run() -> tuple[Any, list[Any], int, int | None]:
+            cursor = raw.cursor()
+            try:
+                cursor.executemany(sql, parameters)
+                return cursor.description, [], cursor.rowcount, cursor.lastrowid
+            finally:
+                cursor.close()
+
+        self.description, _, self.rowcount, self.lastrowid = await self._call(run)
+        self._rows = deque()
+        return self
+
+    async def _call(self, function: Callable[[], T]) -> T:
+        result: T = await self._connection._execute(function)
+        return result
+
+    async def fetchone(self) -> Any:
+        return self._rows.popleft() if self._rows else None
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        count = min(len(self._rows), self.arraysize if size is None else size)
+        return [self._rows.popleft() for _ in range(count)]
+
+    async def fetchall(self) -> list[Any]:
+        rows = list(self._rows)
+        self._rows.clear()
+        return rows
+
+    async def close(self) -> None:
+        self._rows.clear()
 
 
 def _sqlite_pragmas(*, read_only: bool) -> Callable[[AsyncEngine], None]:
@@ -41,7 +126,10 @@ def _sqlite_pragmas(*, read_only: bool) -> Callable[[AsyncEngine], None]:
 
     def install(engine: AsyncEngine) -> None:
         @event.listens_for(engine.sync_engine, "connect")
-        def on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        def on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+            # SQLAlchemy asks the driver connection (aiosqlite's) for each cursor.
+            driver: Any = record.driver_connection
+            driver.cursor = partial(_OneCallCursor, driver)
             # Let SQLAlchemy, not the driver, decide when a transaction begins.
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
@@ -58,6 +146,24 @@ def _sqlite_pragmas(*, read_only: bool) -> Callable[[AsyncEngine], None]:
         @event.listens_for(engine.sync_engine, "begin")
         def on_begin(connection: Any) -> None:
             connection.exec_driver_sql(begin_statement)
+
+        @event.listens_for(engine.sync_engine, "reset")
+        def on_reset(
+            dbapi_connection: Any, record: ConnectionPoolEntry, state: PoolResetState
+        ) -> None:
+            # The pool's own reset (off for these engines) rolls back every connection
+            # it gets back, although a unit of work has committed or rolled back already:
+            # one more hop to the driver's thread per transaction, for nothing. Roll back
+            # only a transaction still open (an interrupted one).
+            if not state.asyncio_safe or state.terminate_only:
+                return
+            driver = record.driver_connection
+            try:
+                still_open = driver is None or bool(driver.in_transaction)
+            except Exception:  # closed or broken: let the rollback decide
+                still_open = True
+            if still_open:
+                dbapi_connection.rollback()
 
     return install
 
@@ -86,20 +192,50 @@ def create_engine_for(url: str, settings: Settings, *, read_only: bool = False) 
             if not read_only:
                 _switch_to_wal(database)
         kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        # Replaced by the "reset" listener of _sqlite_pragmas.
+        kwargs["pool_reset_on_return"] = None
         engine = create_async_engine(url, **kwargs)
         _sqlite_pragmas(read_only=read_only)(engine)
         return engine
     kwargs.update(
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
-        pool_pre_ping=True,
         pool_recycle=1800,
     )
     if parsed.get_backend_name() == "postgresql":
         kwargs["connect_args"] = {"timeout": CONNECT_TIMEOUT_S, "command_timeout": 60}
     else:
         kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
-    return create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, **kwargs)
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Ping a pooled server connection before use when it has been idle a while.
+
+    ``pool_pre_ping`` pings on every checkout: a round trip per transaction, while a
+    connection returned moments ago is alive all but always. What a ping is for (a server
+    restart, a proxy or firewall dropping idle connections) concerns connections that
+    sat idle; those, past ``IDLE_PING_AFTER_S``, are still pinged, and a dead one is
+    replaced before use. A connection that dies within that window fails its first
+    statement instead; SQLAlchemy then invalidates the pool's older connections too.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def on_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        idle_since = record.info.get(_IDLE_SINCE)
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_AFTER_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards the connection and checks out another (a new one if need be).
+            raise DisconnectionError("an idle pooled connection is gone") from exc
 
 
 _DEADLOCK_CODES = {1213, "40P01"}  # MySQL/MariaDB ER_LOCK_DEADLOCK, PostgreSQL

@@ -11,21 +11,23 @@ from __future__ import annotations
 import re
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any, cast
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import update
-from sqlalchemy.engine import Engine
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.engine import Engine, Row
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from engineroom.core.auth import Principal
 from engineroom.core.clock import utcnow
 from engineroom.core.db import Database
 from engineroom.core.errors import Unauthorized
-from engineroom.core.events import publish
+from engineroom.core.events import publish, publish_now
 from engineroom.identity import passwords, profile_cache, repository
 from engineroom.identity.config import IdentitySettings
 from engineroom.identity.errors import (
@@ -42,7 +44,7 @@ from engineroom.identity.events import (
     EVENT_USER_UPDATED,
     user_snapshot,
 )
-from engineroom.identity.models import RefreshToken, User
+from engineroom.identity.models import RefreshToken, Role, RolePermission, User, UserRole
 
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{2,31}")
 USERNAME_RULE = (
@@ -180,27 +182,79 @@ def register_database(database: Database) -> None:
 
 
 @asynccontextmanager
-async def _credential_reader(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+async def _credential_reader(session: AsyncSession) -> AsyncIterator[AsyncConnection]:
     """Where a password check reads the account.
 
     On SQLite the request's session takes the database-wide write lock with its first
     statement; holding it through a hash (tens of milliseconds) would queue every writer
     behind every login. There the check reads through the read pool (the same file, in
     WAL mode: no lock, no lag) and the request's session is used only afterwards. Any
-    other database reads through the request's session, which later statements reuse.
+    other database reads through the request's own connection and transaction.
     """
     bind = session.bind
     database = _SQLITE_DATABASES.get(bind.sync_engine) if isinstance(bind, AsyncEngine) else None
     if database is None:
-        yield session
+        yield await session.connection()
         return
-    async with database.read_only() as reader:
+    # A bare connection, not a session: one statement needs no unit of work.
+    async with database.read_engines[0].connect() as reader:
         yield reader
+
+
+# The account and its grants in one statement, built once (its compiled form is cached):
+# a login needs both, and every statement is a round trip (on SQLite, a hop to the
+# driver's thread). Plain columns, not entities: the ORM's identity map and loading cost
+# more than the query, and the account is only read here.
+_USERS = cast(Table, User.__table__)
+_USER_ROLES = cast(Table, UserRole.__table__)
+_ROLES = cast(Table, Role.__table__)
+_ROLE_PERMISSIONS = cast(Table, RolePermission.__table__)
+_USER_ATTRIBUTES = tuple(
+    (attribute.key, attribute.columns[0]) for attribute in sa_inspect(User).column_attrs
+)
+_ACCOUNT_BY_EMAIL = (
+    select(
+        *(column for _, column in _USER_ATTRIBUTES),
+        _ROLES.c.name.label("role_name"),
+        _ROLE_PERMISSIONS.c.permission.label("role_permission"),
+    )
+    .select_from(
+        _USERS.outerjoin(_USER_ROLES, _USER_ROLES.c.user_id == _USERS.c.id)
+        .outerjoin(_ROLES, _ROLES.c.id == _USER_ROLES.c.role_id)
+        .outerjoin(_ROLE_PERMISSIONS, _ROLE_PERMISSIONS.c.role_id == _ROLES.c.id)
+    )
+    .where(_USERS.c.email == bindparam("email"))
+)
+# Guarded by what the check saw: a new password (or a concurrent change of it) wins.
+_REHASH = (
+    update(_USERS)
+    .where(
+        _USERS.c.id == bindparam("account_id"),
+        _USERS.c.password_changed_at == bindparam("seen_changed_at"),
+    )
+    .values(password_hash=bindparam("new_hash"))
+)
+
+
+def _account_of(rows: Sequence[Row[*tuple[Any, ...]]]) -> repository.Account:
+    first = rows[0]._mapping
+    # Outside any session: the login only reads it, and writes nothing through the ORM.
+    user = User(**{key: first[column] for key, column in _USER_ATTRIBUTES})
+    roles = frozenset(str(row.role_name) for row in rows if row.role_name is not None)
+    permissions = frozenset(
+        str(row.role_permission) for row in rows if row.role_permission is not None
+    )
+    return repository.Account(user=user, grants=repository.Grants(roles, permissions))
 
 
 @dataclass(frozen=True)
 class SignIn:
-    """An authenticated account, with the grants its tokens will carry."""
+    """An authenticated account, with the grants its tokens will carry.
+
+    ``user`` is a copy read before the (slow) password check, not an object of the
+    request's session: the caller confirms in its transaction that the account did not
+    change meanwhile (``audit.record_login`` does, in the statement that records it).
+    """
 
     user: User
     grants: repository.Grants
@@ -215,36 +269,52 @@ async def authenticate(
     read the same. A hash made with older parameters is replaced by a current one.
     """
     async with _credential_reader(session) as reader:
-        found = await repository.account_by_email(reader, normalize_email(email))
-        if found is not None:
-            # Copied out: the objects of a side read expire when it ends.
-            user_id, changed_at = found.user.id, found.user.password_changed_at
-            encoded = found.user.password_hash
-    if found is None:
-        await passwords.dummy_verify(config, password)
-        raise InvalidCredentials()
+        rows = list(await reader.execute(_ACCOUNT_BY_EMAIL, {"email": normalize_email(email)}))
     # Hashed after the side read ended: that read holds a pooled connection, and with
     # many logins at once the pool would run dry while the hashes queue.
+    if not rows:
+        await passwords.dummy_verify(config, password)
+        raise InvalidCredentials()
+    encoded = str(rows[0]._mapping[_USERS.c.password_hash])
     check = await passwords.verify_password(config, encoded, password)
     if not check.valid:
+        # Refused before anything else is made of the rows: as little work as for an
+        # unknown email.
         raise InvalidCredentials()
-    new_hash = await passwords.hash_password(config, password) if check.needs_rehash else None
-    # Read through the request's own session, the account is already there; read on the
-    # side (SQLite), it is read again where it will be written.
-    account = found if reader is session else await repository.account_by_id(session, user_id)
-    if account is None or account.user.password_changed_at != changed_at:
-        # Deleted, or given a new password, while this check ran.
-        raise InvalidCredentials()
+    account = _account_of(rows)
     user = account.user
     if not user.is_active:
         raise AccountDisabled("This account is disabled.")
-    if new_hash is not None:
-        user.password_hash = new_hash
+    if check.needs_rehash:
+        await _rehash(session, config, user, password)
     return SignIn(user=user, grants=account.grants)
+
+
+async def _rehash(
+    session: AsyncSession, config: IdentitySettings, user: User, password: str
+) -> None:
+    new_hash = await passwords.hash_password(config, password)
+    result = await session.execute(
+        _REHASH,
+        {
+            "account_id": user.id,
+            "seen_changed_at": user.password_changed_at,
+            "new_hash": new_hash,
+        },
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        # Deleted, or given a new password, while this check ran.
+        raise InvalidCredentials()
+    user.password_hash = new_hash
 
 
 def record_login(session: AsyncSession, user: User, method: str) -> None:
     publish(session, EVENT_USER_LOGGED_IN, {"user_id": str(user.id), "method": method})
+
+
+async def record_login_now(session: AsyncSession, user: User, method: str) -> None:
+    """``record_login``, the event row written at once (the password login routes)."""
+    await publish_now(session, EVENT_USER_LOGGED_IN, {"user_id": str(user.id), "method": method})
 
 
 async def update_profile(

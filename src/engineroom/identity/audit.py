@@ -30,11 +30,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from fastapi import Request
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Table, and_, bindparam, exists, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engineroom.core.clock import new_id, utcnow
@@ -112,7 +112,7 @@ def _clean_details(details: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return cleaned
 
 
-def _entry(
+def _entry_values(
     action: Action,
     outcome: Outcome,
     *,
@@ -120,19 +120,19 @@ def _entry(
     actor_id: uuid.UUID | None,
     client: ClientInfo | None,
     details: Mapping[str, Any] | None,
-) -> AuditEvent:
+) -> dict[str, Any]:
     client = client or ClientInfo()
-    return AuditEvent(
-        id=new_id(),
-        occurred_at=utcnow(),
-        user_id=user_id,
-        actor_id=actor_id if actor_id is not None else user_id,
-        action=action.value,
-        outcome=outcome.value,
-        ip=client.ip[:IP_LENGTH] if client.ip else None,
-        user_agent=client.user_agent[:USER_AGENT_LENGTH] if client.user_agent else None,
-        details=_clean_details(details),
-    )
+    return {
+        "id": new_id(),
+        "occurred_at": utcnow(),
+        "user_id": user_id,
+        "actor_id": actor_id if actor_id is not None else user_id,
+        "action": action.value,
+        "outcome": outcome.value,
+        "ip": client.ip[:IP_LENGTH] if client.ip else None,
+        "user_agent": client.user_agent[:USER_AGENT_LENGTH] if client.user_agent else None,
+        "details": _clean_details(details),
+    }
 
 
 def record(
@@ -151,8 +151,77 @@ def record(
     an admin disabling someone is the actor of that entry).
     """
     session.add(
-        _entry(action, outcome, user_id=user_id, actor_id=actor_id, client=client, details=details)
+        AuditEvent(
+            **_entry_values(
+                action, outcome, user_id=user_id, actor_id=actor_id, client=client, details=details
+            )
+        )
     )
+
+
+_ENTRY_COLUMNS = (
+    "id",
+    "occurred_at",
+    "user_id",
+    "actor_id",
+    "action",
+    "outcome",
+    "ip",
+    "user_agent",
+    "details",
+)
+_EVENTS = cast(Table, AuditEvent.__table__)
+_USERS = cast(Table, User.__table__)
+# INSERT ... SELECT <the entry> WHERE EXISTS (<the account as the check read it>), built
+# once so that its compiled form is cached.
+_LOGIN_ENTRY = insert(_EVENTS).from_select(
+    list(_ENTRY_COLUMNS),
+    select(*(bindparam(name, type_=_EVENTS.c[name].type) for name in _ENTRY_COLUMNS)).where(
+        exists().where(
+            _USERS.c.id == bindparam("account_id", type_=_USERS.c.id.type),
+            _USERS.c.password_changed_at
+            == bindparam("seen_changed_at", type_=_USERS.c.password_changed_at.type),
+            _USERS.c.mfa_enabled == bindparam("seen_mfa_enabled", type_=_USERS.c.mfa_enabled.type),
+            _USERS.c.disabled_at.is_(None),
+        )
+    ),
+)
+
+
+async def record_login(
+    session: AsyncSession,
+    user: User,
+    *,
+    client: ClientInfo | None,
+    details: Mapping[str, Any] | None,
+) -> bool:
+    """Record the successful password check of ``user`` (``login``), in ``session``'s
+    transaction, only if the account is still as the check read it: same password, MFA
+    on or off as it was, not disabled, not deleted. ``False`` (nothing written) when it
+    changed meanwhile: the login must then be refused.
+
+    The check reads the account before hashing, outside the transaction (see
+    ``accounts.authenticate``); one statement both confirms it in the transaction and
+    writes the entry, where a second read would cost a round trip per login.
+    """
+    values = _entry_values(
+        Action.LOGIN,
+        Outcome.SUCCESS,
+        user_id=user.id,
+        actor_id=None,
+        client=client,
+        details=details,
+    )
+    result = await session.execute(
+        _LOGIN_ENTRY,
+        {
+            **values,
+            "account_id": user.id,
+            "seen_changed_at": user.password_changed_at,
+            "seen_mfa_enabled": user.mfa_enabled,
+        },
+    )
+    return getattr(result, "rowcount", 0) == 1
 
 
 _PENDING: weakref.WeakKeyDictionary[Platform, set[asyncio.Task[None]]] = weakref.WeakKeyDictionary()
@@ -175,8 +244,10 @@ def record_failure(
     transaction: the entry names the account when it exists, and keeps the typed email
     otherwise, and the request answers just as fast either way.
     """
-    entry = _entry(
-        action, outcome, user_id=user_id, actor_id=actor_id, client=client, details=details
+    entry = AuditEvent(
+        **_entry_values(
+            action, outcome, user_id=user_id, actor_id=actor_id, client=client, details=details
+        )
     )
     lookup = email.strip().lower() if email and user_id is None else None
     task = asyncio.get_running_loop().create_task(_write_alone(platform, entry, lookup))

@@ -34,20 +34,25 @@ async def authenticate(
     """
     address = throttle.address_key(client.ip or "")
     async with audit.failures_recorded(platform, audit.Action.LOGIN, client=client, email=email):
-        await throttle.check_login(platform, identifier=email, address=address)
+        known = await throttle.check_login(platform, identifier=email, address=address)
         try:
             signed_in = await accounts.authenticate(
                 session, identity_settings(platform.settings), email=email, password=password
             )
+            details: dict[str, object] = {"method": "password"}
+            if signed_in.user.mfa_enabled:
+                details["second_factor"] = "pending"
+            # Written first, in the request's transaction: the statement that records the
+            # success also confirms that the account did not change during the check.
+            confirmed = await audit.record_login(
+                session, signed_in.user, client=client, details=details
+            )
+            if not confirmed:
+                raise InvalidCredentials()
         except InvalidCredentials:
             await throttle.login_failed(platform, identifier=email, address=address)
             raise
-        await throttle.login_succeeded(platform, identifier=email, address=address)
-    user = signed_in.user
-    details: dict[str, object] = {"method": "password"}
-    if user.mfa_enabled:
-        details["second_factor"] = "pending"
-    audit.record(session, audit.Action.LOGIN, user_id=user.id, client=client, details=details)
+        await throttle.login_succeeded(platform, identifier=email, address=address, known=known)
     return signed_in
 
 

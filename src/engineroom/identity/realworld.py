@@ -162,27 +162,32 @@ async def register(
     summary="Log in (RealWorld)",
     responses={401: _ERRORS, 422: _ERRORS, 429: _ERRORS},
 )
-async def login(
-    body: LoginUserRequest, request: Request, session: SessionDep, platform: PlatformDep
-) -> UserResponse:
+async def login(body: LoginUserRequest, request: Request) -> Response:
+    # Like the native token login (identity/router.py): no dependencies, its own
+    # transaction, the answer encoded once.
     given = _require(email=body.user.email, password=body.user.password)
-    try:
-        signed_in = await protection.authenticate(
-            session,
-            platform,
-            audit.client_of(request),
-            email=given["email"],
-            password=given["password"],
-        )
-    except InvalidCredentials as exc:
-        raise Unauthorized(exc.message, field_errors={"email or password": ["is invalid"]}) from exc
-    user = signed_in.user
-    if user.mfa_enabled:
-        raise SecondFactorRequired(
-            "This account uses a second factor: log in with /api/v1/identity/token."
-        )
-    accounts.record_login(session, user, "password")
-    return await _response(session, platform, user, grants=signed_in.grants)
+    platform: Platform = request.app.state.platform
+    async with platform.database.unit_of_work() as session:
+        try:
+            signed_in = await protection.authenticate(
+                session,
+                platform,
+                audit.client_of(request),
+                email=given["email"],
+                password=given["password"],
+            )
+        except InvalidCredentials as exc:
+            raise Unauthorized(
+                exc.message, field_errors={"email or password": ["is invalid"]}
+            ) from exc
+        user = signed_in.user
+        if user.mfa_enabled:
+            raise SecondFactorRequired(
+                "This account uses a second factor: log in with /api/v1/identity/token."
+            )
+        await accounts.record_login_now(session, user, "password")
+        answer = await _response(session, platform, user, grants=signed_in.grants)
+    return encoded_json(orjson.dumps(answer.model_dump()))
 
 
 @router.get(

@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address, ip_address, ip_network
+from typing import Any, TypeVar
 
 import structlog
 from fastapi import Request
@@ -101,12 +102,39 @@ def _refusal(results: Sequence[RateLimitResult], message: str) -> RateLimited:
     return RateLimited(message, headers=headers)
 
 
+T = TypeVar("T")
+
+
+async def _run_all(
+    platform: Platform, calls: Sequence[Coroutine[Any, Any, T]]
+) -> list[T | BaseException]:
+    """Run the calls, each outcome a result or the exception it raised.
+
+    With Redis they run at once (one round trip of latency for all). Without it, the
+    limiter and the cache live in this process and never wait: running them one after
+    the other saves a task each, which costs more than the call itself.
+    """
+    if platform.settings.redis_url is not None:
+        return await asyncio.gather(*calls, return_exceptions=True)
+    outcomes: list[T | BaseException] = []
+    for index, call in enumerate(calls):
+        try:
+            outcomes.append(await call)
+        except Exception as exc:
+            outcomes.append(exc)
+        except BaseException:
+            for waiting in calls[index + 1 :]:
+                waiting.close()
+            raise
+    return outcomes
+
+
 async def _gather(
-    scope: str, calls: Sequence[Awaitable[RateLimitResult]]
+    platform: Platform, scope: str, calls: Sequence[Coroutine[Any, Any, RateLimitResult]]
 ) -> list[RateLimitResult] | None:
-    """Run the limiter calls at once (one round trip of latency with Redis); ``None`` when
-    the storage is unreachable (limits fail open)."""
-    results = await asyncio.gather(*calls, return_exceptions=True)
+    """Run the limiter calls (see ``_run_all``); ``None`` when the storage is unreachable
+    (limits fail open)."""
+    results = await _run_all(platform, calls)
     found: list[RateLimitResult] = []
     for result in results:
         if isinstance(result, StorageError):
@@ -130,7 +158,7 @@ async def _hit_all(
     """Count one hit in every window; ``RateLimited`` if one of them was already full."""
     limiter = platform.rate_limiter
     calls = [limiter.hit(window.limit, scope, *window.keys) for window in windows]
-    _raise_if_refused(await _gather(scope, calls), message)
+    _raise_if_refused(await _gather(platform, scope, calls), message)
 
 
 async def _peek_all(
@@ -139,13 +167,13 @@ async def _peek_all(
     """``RateLimited`` if one of the windows is full; counts nothing."""
     limiter = platform.rate_limiter
     calls = [limiter.peek(window.limit, scope, *window.keys) for window in windows]
-    _raise_if_refused(await _gather(scope, calls), message)
+    _raise_if_refused(await _gather(platform, scope, calls), message)
 
 
 async def _reset_all(platform: Platform, scope: str, windows: Sequence[_Window]) -> None:
-    results = await asyncio.gather(
-        *(platform.rate_limiter.reset(window.limit, scope, *window.keys) for window in windows),
-        return_exceptions=True,
+    results = await _run_all(
+        platform,
+        [platform.rate_limiter.reset(window.limit, scope, *window.keys) for window in windows],
     )
     for result in results:
         if isinstance(result, StorageError):
@@ -194,26 +222,37 @@ async def _is_known(platform: Platform, key: LoginKey) -> bool:
     return value is not None
 
 
-async def _peek_login(platform: Platform, key: LoginKey, message: str) -> bool:
-    """Whether the address is known for the account; ``RateLimited`` if a window that
-    applies is full. The known-address lookup and the peeks run at once."""
+async def _peek_login(
+    platform: Platform, key: LoginKey, message: str, *, known: bool | None = None
+) -> bool:
+    """Whether the address is known for the account (looked up unless given);
+    ``RateLimited`` if a window that applies is full. With Redis, the known-address
+    lookup and the peeks run at once."""
     config = identity_settings(platform.settings)
     windows = _login_windows(config, key, known=False)
     limiter = platform.rate_limiter
-    known, results = await asyncio.gather(
-        _is_known(platform, key),
-        _gather(_SCOPE, [limiter.peek(w.limit, _SCOPE, *w.keys) for w in windows]),
-    )
-    if results is not None and known:
+    peeks = _gather(platform, _SCOPE, [limiter.peek(w.limit, _SCOPE, *w.keys) for w in windows])
+    if known is not None:
+        is_known, results = known, await peeks
+    elif platform.settings.redis_url is not None:
+        is_known, results = await asyncio.gather(_is_known(platform, key), peeks)
+    else:
+        is_known = await _is_known(platform, key)
+        results = await peeks
+    if results is not None and is_known:
         # The per-account window (the last one) does not apply to a known address.
         results = results[:-1]
     _raise_if_refused(results, message)
-    return known
+    return is_known
 
 
-async def check_login(platform: Platform, *, identifier: str, address: str) -> None:
-    """Before a password check: ``RateLimited`` (and no check) when a window is full."""
-    await _peek_login(platform, LoginKey.of(identifier, address), LOGIN_REFUSED)
+async def check_login(platform: Platform, *, identifier: str, address: str) -> bool:
+    """Before a password check: ``RateLimited`` (and no check) when a window is full.
+
+    Returns whether the address is one the account signed in from (``known`` of
+    ``login_succeeded``).
+    """
+    return await _peek_login(platform, LoginKey.of(identifier, address), LOGIN_REFUSED)
 
 
 async def login_failed(platform: Platform, *, identifier: str, address: str) -> None:
@@ -225,17 +264,26 @@ async def login_failed(platform: Platform, *, identifier: str, address: str) -> 
     await _hit_all(platform, _SCOPE, windows, LOGIN_REFUSED)
 
 
-async def login_succeeded(platform: Platform, *, identifier: str, address: str) -> None:
+async def login_succeeded(
+    platform: Platform, *, identifier: str, address: str, known: bool | None = None
+) -> None:
     """After a right password: ``RateLimited`` if concurrent failures filled a window
     meanwhile (the success must not be revealed); otherwise clear this address's windows
-    and remember it as a place the account signs in from."""
+    and remember it as a place the account signs in from.
+
+    ``known``: what ``check_login`` answered for this attempt, so that the known-address
+    lookup is not made twice (an address it did not know is held to the stricter
+    windows, whatever a concurrent sign-in stored meanwhile).
+    """
     key = LoginKey.of(identifier, address)
     config = identity_settings(platform.settings)
-    await _peek_login(platform, key, LOGIN_REFUSED)
-    await asyncio.gather(
-        _reset_all(platform, _SCOPE, _cleared_by_success(config, key)),
-        _remember(platform, key, config),
-    )
+    await _peek_login(platform, key, LOGIN_REFUSED, known=known)
+    reset = _reset_all(platform, _SCOPE, _cleared_by_success(config, key))
+    if platform.settings.redis_url is not None:
+        await asyncio.gather(reset, _remember(platform, key, config))
+    else:
+        await reset
+        await _remember(platform, key, config)
 
 
 async def _remember(platform: Platform, key: LoginKey, config: IdentitySettings) -> None:

@@ -33,6 +33,7 @@ from engineroom.core.events.models import OutboxEvent
 from engineroom.core.platform import Platform
 from engineroom.settings import Settings
 from tests.support.chat import ChatServer, chat_server, chat_settings
+from tests.support.settings import settings_on
 
 API = "/api/v1/chat"
 POSTGRES = pytest.param("postgresql", marks=pytest.mark.postgres)
@@ -205,15 +206,7 @@ def activity_settings(**overrides: Any) -> ChatSettings:
 
 
 def settings_for(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        environment="test",
-        data_dir=tmp_path / "data",
-        database_url=database_url,
-        allowed_hosts=["*"],
-        log_format="console",
-        outbox_poll_interval=0.05,
-    )
+    return settings_on(database_url, tmp_path, outbox_poll_interval=0.05)
 
 
 @asynccontextmanager

@@ -63,6 +63,9 @@ async def test_status_combines_devices_on_both_processes(
         laptop = await connected(two, alice)
         await status_becomes(two, bob, alice, "online")
         await published(news, alice, "online")
+        # A new connection enters the shared presence at its process's next scan, or at
+        # its own first report: report, so that the laptop surely counts from here on.
+        assert await report(laptop, "online") == "online"
 
         # Away on one process; the device on the other keeps her online.
         assert await report(phone, "away") == "online"

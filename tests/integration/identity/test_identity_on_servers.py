@@ -24,19 +24,13 @@ from tests.support.identity import (
     login,
     register,
 )
+from tests.support.settings import settings_on
 
 REFRESH = "/api/v1/identity/token/refresh"
 
 
 def _settings(tmp_path: Path, url: str) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        environment="test",
-        data_dir=tmp_path / "data",
-        database_url=url,
-        allowed_hosts=["*"],
-        log_format="console",
-    )
+    return settings_on(url, tmp_path)
 
 
 async def _refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:

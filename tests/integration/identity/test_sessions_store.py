@@ -26,6 +26,7 @@ from engineroom.identity.session_store import (
 )
 from engineroom.settings import Settings
 from tests.support.server import free_port
+from tests.support.settings import settings_on
 
 
 @dataclass
@@ -37,12 +38,7 @@ class StoreCase:
 
 
 def _settings(tmp_path: Path, url: str | None = None) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        environment="test",
-        data_dir=tmp_path / "data",
-        database_url=url,
-    )
+    return settings_on(url, tmp_path)
 
 
 async def _database(settings: Settings) -> Database:

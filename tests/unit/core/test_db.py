@@ -7,7 +7,9 @@ import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
+import aiosqlite
 import pytest
 from sqlalchemy import (
     Column,
@@ -154,6 +156,62 @@ async def test_concurrent_read_then_write_units_of_work_all_succeed(
     assert failures == []
     # No lost update: every read-then-write saw the previous one's result.
     assert await _counter_value(database) == workers
+
+
+async def test_a_statement_is_one_call_to_the_drivers_thread(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[object] = []
+    original = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(fn)
+        return await original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    async with database.unit_of_work() as session:
+        added = await session.execute(insert(parent).values(id=5))
+        values = (await session.execute(select(counter.c.id, counter.c.value))).all()
+        updated = await session.execute(update(counter).values(value=3))
+        nothing = (await session.execute(select(parent.c.id).where(parent.c.id == 404))).all()
+    # BEGIN IMMEDIATE, four statements, COMMIT; and no rollback when the connection goes
+    # back to the pool after that commit.
+    assert len(calls) == 6
+    assert added.lastrowid == 5
+    assert values == [(1, 0)]
+    assert updated.rowcount == 1  # type: ignore[attr-defined]
+    assert nothing == []
+    assert await _counter_value(database) == 3
+
+
+async def test_a_failed_statement_raises_the_database_error_and_rolls_back(
+    database: Database,
+) -> None:
+    async def insert_twice() -> None:
+        async with database.unit_of_work() as session:
+            await session.execute(insert(parent).values(id=9))
+            await session.execute(insert(parent).values(id=9))
+
+    with pytest.raises(IntegrityError, match="UNIQUE"):
+        await insert_twice()
+    async with database.read_only() as session:
+        assert (await session.execute(select(func.count()).select_from(parent))).scalar() == 0
+
+
+async def test_a_transaction_left_open_is_rolled_back_when_its_connection_returns(
+    database: Database,
+) -> None:
+    def begin_behind_sqlalchemy(connection: Any) -> None:
+        cursor = connection.connection.dbapi_connection.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        cursor.close()
+
+    async with database.engine.connect() as connection:
+        await connection.run_sync(begin_behind_sqlalchemy)
+        held = await asyncio.to_thread(_try_to_take_write_lock, _sqlite_path(database))
+    assert "locked" in held
+    # Back in the pool, rolled back: the write lock is free again.
+    assert await asyncio.to_thread(_try_to_take_write_lock, _sqlite_path(database)) == "acquired"
 
 
 # ---- unit of work -----------------------------------------------------------------------

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import func, select
 
 from engineroom.core.db import Database
-from engineroom.core.events import publish
+from engineroom.core.events import publish, publish_now
 from engineroom.core.events.models import OutboxEvent
-from engineroom.core.events.outbox import OUTBOX_DIRTY_KEY
+from engineroom.core.events.outbox import OUTBOX_DIRTY_KEY, OUTBOX_TYPES_KEY
 from engineroom.settings import Settings
 from tests.support.schema import create_all
 
@@ -131,3 +131,45 @@ async def test_a_payload_must_be_a_mapping(database: Database) -> None:
     async with database.unit_of_work() as session:
         with pytest.raises(ValueError, match="mapping"):
             publish(session, "shop.order.placed", [1, 2])  # type: ignore[arg-type]
+
+
+async def test_publish_now_writes_the_row_at_once_in_the_callers_transaction(
+    database: Database,
+) -> None:
+    async with database.unit_of_work() as session:
+        event = await publish_now(session, "identity.user.logged_in", {"user_id": "7"})
+        # Inserted already (no flush needed), in this transaction.
+        stored = await session.scalar(select(OutboxEvent).where(OutboxEvent.id == event.id))
+        assert stored is not None
+        assert session.info[OUTBOX_DIRTY_KEY] is True
+        assert session.info[OUTBOX_TYPES_KEY] == {"identity.user.logged_in"}
+
+    [row] = await _outbox_rows(database)
+    assert (row.id, row.type, row.payload) == (
+        event.id,
+        "identity.user.logged_in",
+        {"user_id": "7"},
+    )
+    assert row.occurred_at == event.occurred_at
+    assert row.dispatched_at is None
+
+
+async def test_publish_now_rolls_back_with_the_callers_transaction(database: Database) -> None:
+    async def publish_then_fail() -> None:
+        async with database.unit_of_work() as session:
+            await publish_now(session, "identity.user.logged_in", {"user_id": "7"})
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await publish_then_fail()
+    assert await _outbox_rows(database) == []
+
+
+async def test_publish_now_refuses_what_publish_refuses(database: Database) -> None:
+    async with database.unit_of_work() as session:
+        with pytest.raises(ValueError, match="event type"):
+            await publish_now(session, "Identity.user", {})
+        with pytest.raises(ValueError, match="JSON"):
+            await publish_now(session, "identity.user.logged_in", {"at": math.nan})
+        assert OUTBOX_DIRTY_KEY not in session.info
+    assert await _outbox_rows(database) == []

@@ -320,6 +320,52 @@ async def test_a_commit_that_publishes_wakes_the_relay(
         await relay.stop()
 
 
+async def test_a_commit_that_publishes_only_unsubscribed_events_waits_for_the_poll(
+    database: Database, settings: Settings
+) -> None:
+    delivered: asyncio.Queue[uuid.UUID] = asyncio.Queue()
+
+    async def handler(event: Event, session: AsyncSession) -> None:
+        await delivered.put(event.id)
+
+    async def dispatched(event_id: uuid.UUID) -> bool:
+        async with database.session() as session:
+            row = await session.get(OutboxEvent, event_id)
+        assert row is not None
+        return row.dispatched_at is not None
+
+    # A woken relay answers within milliseconds; its poll comes after 2 s.
+    settings = settings.model_copy(update={"outbox_poll_interval": 2.0})
+    relay = OutboxRelay(database, [Subscription("q", "blog.*", handler)], settings)
+    database.add_after_commit_hook(relay.after_commit)
+    await relay.start()
+    try:
+        first = await commit_event(database, "blog.article.created", slug="first")
+        assert await asyncio.wait_for(delivered.get(), TIMEOUT) == first.id
+        # Past the passes that start() and that commit caused, the relay sleeps until
+        # woken or until its next poll.
+        await asyncio.sleep(0.3)
+        quiet = await commit_event(database, "identity.user.logged_in", user=1)
+        await asyncio.sleep(0.3)
+        woken_for_nothing = await dispatched(quiet.id)
+        # The next poll marks it dispatched all the same: nobody was owed it.
+        for _ in range(100):
+            if await dispatched(quiet.id):
+                break
+            await asyncio.sleep(0.1)
+        polled = await dispatched(quiet.id)
+        # An event somebody subscribes to still wakes it at once.
+        wanted = await commit_event(database, "blog.article.created", slug="second")
+        assert await asyncio.wait_for(delivered.get(), 1.0) == wanted.id
+    finally:
+        await relay.stop()
+    assert not woken_for_nothing
+    assert polled
+    async with database.session() as session:
+        owed = await session.scalar(select(EventDelivery).where(EventDelivery.event_id == quiet.id))
+    assert owed is None
+
+
 async def test_after_commit_clears_the_flag_and_ignores_quiet_commits(
     database: Database, settings: Settings
 ) -> None:
@@ -328,6 +374,7 @@ async def test_after_commit_clears_the_flag_and_ignores_quiet_commits(
     async with database.unit_of_work() as session:
         publish(session, "blog.article.created", {})
     assert "engineroom.outbox_dirty" not in session.info
+    assert "engineroom.outbox_types" not in session.info
     async with database.unit_of_work() as session:
         await session.execute(select(1))
     assert not relay.running

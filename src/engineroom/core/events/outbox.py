@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from engineroom.core.clock import new_id, utcnow
@@ -19,6 +20,11 @@ from engineroom.core.events.types import Event
 
 OUTBOX_DIRTY_KEY = "engineroom.outbox_dirty"
 """``session.info`` flag telling the relay's after-commit hook that this commit published."""
+OUTBOX_TYPES_KEY = "engineroom.outbox_types"
+"""``session.info`` set of the event types this commit published: the hook wakes the relay
+only when one of them has a subscriber, the others wait for its next poll."""
+
+_INSERT = insert(cast(Table, OutboxEvent.__table__))
 
 _EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
@@ -45,17 +51,26 @@ def _normalise_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
     return decoded
 
 
+def _new_event(event_type: str, payload: Mapping[str, Any]) -> Event:
+    validate_event_type(event_type)
+    if not isinstance(payload, Mapping):
+        raise ValueError("event payload must be a mapping")
+    return Event(
+        type=event_type, payload=_normalise_payload(payload), id=new_id(), occurred_at=utcnow()
+    )
+
+
+def _mark_published(session: AsyncSession, event_type: str) -> None:
+    session.info[OUTBOX_DIRTY_KEY] = True
+    session.info.setdefault(OUTBOX_TYPES_KEY, set()).add(event_type)
+
+
 def publish(session: AsyncSession, event_type: str, payload: Mapping[str, Any]) -> Event:
     """Add an event to ``session``'s transaction; it is delivered only if that commits.
 
     Never flushes or commits: the unit of work that owns ``session`` does.
     """
-    validate_event_type(event_type)
-    if not isinstance(payload, Mapping):
-        raise ValueError("event payload must be a mapping")
-    event = Event(
-        type=event_type, payload=_normalise_payload(payload), id=new_id(), occurred_at=utcnow()
-    )
+    event = _new_event(event_type, payload)
     session.add(
         OutboxEvent(
             id=event.id,
@@ -64,5 +79,27 @@ def publish(session: AsyncSession, event_type: str, payload: Mapping[str, Any]) 
             occurred_at=event.occurred_at,
         )
     )
-    session.info[OUTBOX_DIRTY_KEY] = True
+    _mark_published(session, event_type)
+    return event
+
+
+async def publish_now(session: AsyncSession, event_type: str, payload: Mapping[str, Any]) -> Event:
+    """``publish``, with the row inserted at once by a prepared Core statement.
+
+    Same transaction, same delivery; it skips the ORM unit of work (identity map, flush
+    planning), which costs more than the insert itself on a path that publishes on every
+    request (a login). Never commits.
+    """
+    event = _new_event(event_type, payload)
+    await session.execute(
+        _INSERT,
+        {
+            "id": event.id,
+            "type": event.type,
+            "payload": dict(event.payload),
+            "occurred_at": event.occurred_at,
+            "dispatched_at": None,
+        },
+    )
+    _mark_published(session, event_type)
     return event

@@ -41,7 +41,7 @@ from engineroom.core.events.models import (
     EventDelivery,
     OutboxEvent,
 )
-from engineroom.core.events.outbox import OUTBOX_DIRTY_KEY
+from engineroom.core.events.outbox import OUTBOX_DIRTY_KEY, OUTBOX_TYPES_KEY
 from engineroom.core.events.types import Event, Subscription
 from engineroom.settings import Settings
 
@@ -102,6 +102,7 @@ class OutboxRelay:
         self._fan_out_targets = dict(self._subscriptions)
         for subscription in peer_subscriptions:
             self._fan_out_targets.setdefault(subscription.name, subscription)
+        self._subscribed: dict[str, bool] = {}
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -145,12 +146,29 @@ class OutboxRelay:
         logger.info("outbox_relay_stopped")
 
     def after_commit(self, session: AsyncSession) -> None:
-        """Database after-commit hook: wake the loop at once if this commit published."""
+        """Database after-commit hook: wake the loop at once if this commit published an
+        event that someone subscribes to.
+
+        An event nobody subscribes to (here or in a peer process) is owed to no one: the
+        next poll marks it dispatched, together with every other one published meanwhile,
+        instead of one write transaction per commit (a login publishes one).
+        """
         try:
-            if session.info.pop(OUTBOX_DIRTY_KEY, False):
+            published = session.info.pop(OUTBOX_DIRTY_KEY, False)
+            types = session.info.pop(OUTBOX_TYPES_KEY, None)
+            if published and (types is None or any(self._is_subscribed(t) for t in types)):
                 self._wakeup.set()
         except Exception:  # a hook must never break the caller's (already committed) work
             logger.exception("outbox_relay_wakeup_failed")
+
+    def _is_subscribed(self, event_type: str) -> bool:
+        found = self._subscribed.get(event_type)
+        if found is None:
+            # Event types are a small fixed set of names, so the answers stay few.
+            found = self._subscribed[event_type] = any(
+                target.matches(event_type) for target in self._fan_out_targets.values()
+            )
+        return found
 
     async def _loop(self) -> None:
         while not self._stopping:
@@ -212,24 +230,30 @@ class OutboxRelay:
             if not rows:
                 return 0
             event_ids = [row.id for row in rows]
-            # Rows that already exist are kept, so that clearing dispatched_at re-fans an
-            # event out to subscriptions added since, without repeating the others.
-            known = select(EventDelivery.event_id, EventDelivery.subscriber).where(
-                EventDelivery.event_id.in_(event_ids)
-            )
-            existing = {(row.event_id, row.subscriber) for row in await session.execute(known)}
-            session.add_all(
-                EventDelivery(
-                    event_id=event_id,
-                    subscriber=name,
-                    status=STATUS_PENDING,
-                    attempts=0,
-                    next_attempt_at=now,
-                )
+            owed = [
+                (event_id, name)
                 for event_id, event_type in rows
                 for name, subscription in self._fan_out_targets.items()
-                if subscription.matches(event_type) and (event_id, name) not in existing
-            )
+                if subscription.matches(event_type)
+            ]
+            if owed:
+                # Rows that already exist are kept, so that clearing dispatched_at re-fans
+                # an event out to subscriptions added since, without repeating the others.
+                known = select(EventDelivery.event_id, EventDelivery.subscriber).where(
+                    EventDelivery.event_id.in_(event_ids)
+                )
+                existing = {(r.event_id, r.subscriber) for r in await session.execute(known)}
+                session.add_all(
+                    EventDelivery(
+                        event_id=event_id,
+                        subscriber=name,
+                        status=STATUS_PENDING,
+                        attempts=0,
+                        next_attempt_at=now,
+                    )
+                    for event_id, name in owed
+                    if (event_id, name) not in existing
+                )
             await session.execute(
                 update(OutboxEvent)
                 .where(OutboxEvent.id.in_(event_ids))
