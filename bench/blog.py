@@ -77,7 +77,10 @@ def ensure_wrk() -> str:
     if os.geteuid() != 0:
         sys.exit("wrk is missing: install it (apt-get install wrk) and run again")
     print("installing wrk with apt-get ...")
-    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    if subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"]).returncode != 0:
+        # A fresh machine has no package lists yet.
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
     found = shutil.which("wrk")
     if not found:
         sys.exit("wrk is still missing after apt-get install wrk")

@@ -137,8 +137,16 @@ class KeyRing:
         A plain reload only reads (the read pool): it happens in the middle of requests
         that may hold the SQLite write lock, and a second writer there would wait on
         itself. Creating is for start-up, or a database that has no key at all.
+
+        Callers that find the cache stale together share one read: a plain reload that
+        finds the keys read again since it was asked for returns at once. (Without that,
+        every request in flight when the cache went stale read and decrypted the keys in
+        turn behind the lock, and under load requests waited seconds once a minute.)
         """
+        asked_at = time.monotonic()
         async with self._lock:
+            if not create and self._loaded_at >= asked_at:
+                return
             settings = self._platform.settings
             database = self._platform.database
             if create:

@@ -292,6 +292,32 @@ async def test_reloading_keys_inside_a_write_transaction_does_not_deadlock(
             assert response.status_code == 201, response.text
 
 
+async def test_requests_meeting_a_stale_key_cache_share_one_reload(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = fast_identity_settings(signing_key_cache_seconds=0.05)
+    async with identity_app(settings, config) as env:
+        ring = key_ring(env.platform)
+        kid, _ = await ring.signer()
+        reads: list[str] = []
+        original = keys.verifying_rows
+
+        async def counting(session: Any) -> list[SigningKey]:
+            reads.append("x")
+            await asyncio.sleep(0.01)  # let the other callers queue behind this read
+            return await original(session)
+
+        monkeypatch.setattr(keys, "verifying_rows", counting)
+        await asyncio.sleep(0.06)  # the cache is stale now
+        found = await asyncio.gather(*(ring.verifier(kid) for _ in range(20)))
+        assert all(key is not None and key.kid == kid for key in found)
+        assert reads == ["x"]
+        # A later staleness reads again (once).
+        await asyncio.sleep(0.06)
+        await asyncio.gather(*(ring.verifier(kid) for _ in range(5)))
+        assert reads == ["x", "x"]
+
+
 async def test_a_verified_token_is_remembered_until_it_expires(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
