@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import weakref
 from dataclasses import dataclass
 
 import structlog
@@ -25,6 +26,10 @@ PROFILE_TTL = 30
 _PREFIX = "identity:profile:"
 _CHANGED = "identity.profiles_changed"
 _PENDING: set[asyncio.Task[None]] = set()
+_LOADING: weakref.WeakKeyDictionary[
+    Platform, dict[uuid.UUID, asyncio.Task[CachedProfile | None]]
+] = weakref.WeakKeyDictionary()
+"""Reads of a profile in progress, per platform: concurrent misses await the same one."""
 logger = structlog.get_logger("engineroom.identity")
 
 
@@ -44,7 +49,10 @@ def _key(user_id: uuid.UUID) -> str:
 async def profile(platform: Platform, user_id: uuid.UUID) -> CachedProfile | None:
     """The user's profile, from the cache or the database (``None``: no such user).
 
-    A hit opens no database session at all; a miss reads in a short read transaction.
+    A hit opens no database session at all; a miss reads in a short read transaction,
+    and the requests that miss the same profile at the same time share that one read
+    (when an entry expires under load, every request in flight for that user misses
+    together).
     """
     try:
         found = await platform.cache.get(_key(user_id))
@@ -53,6 +61,16 @@ async def profile(platform: Platform, user_id: uuid.UUID) -> CachedProfile | Non
         found = None
     if isinstance(found, CachedProfile):
         return found
+    loading = _LOADING.setdefault(platform, {})
+    task = loading.get(user_id)
+    if task is None:
+        task = loading[user_id] = asyncio.get_running_loop().create_task(_load(platform, user_id))
+        task.add_done_callback(lambda _: loading.pop(user_id, None))
+    # Shielded: one caller going away (a client disconnect) must not cancel the others' read.
+    return await asyncio.shield(task)
+
+
+async def _load(platform: Platform, user_id: uuid.UUID) -> CachedProfile | None:
     async with platform.database.read_only() as session:
         user = await repository.user_by_id(session, user_id)
         if user is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import httpx
@@ -11,7 +12,7 @@ import pytest
 from sqlalchemy import delete, select, update
 
 from engineroom.core.clock import utcnow
-from engineroom.identity import accounts
+from engineroom.identity import accounts, profile_cache, repository
 from engineroom.identity.config import identity_settings
 from engineroom.identity.models import User
 from engineroom.settings import Settings
@@ -254,3 +255,38 @@ async def test_profile_changes_from_any_caller_reach_current_user(settings: Sett
             await asyncio.sleep(0)
         after = await env.client.get("/api/user", headers=token_header(token))
     assert after.json()["user"]["bio"] == "changed elsewhere"
+
+
+async def test_concurrent_misses_of_one_profile_share_one_read(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with identity_app(settings) as env:
+        token = (await rw_register(env.client)).json()["user"]["token"]
+        user_id = uuid.UUID(jwt.decode(token, options={"verify_signature": False})["sub"])
+        await profile_cache.forget(env.platform, user_id)
+        reads: list[uuid.UUID] = []
+        original = repository.user_by_id
+
+        async def counting(session: Any, wanted: uuid.UUID) -> Any:
+            reads.append(wanted)
+            await asyncio.sleep(0.02)  # the other requests miss meanwhile
+            return await original(session, wanted)
+
+        monkeypatch.setattr(repository, "user_by_id", counting)
+        answers = await asyncio.gather(
+            *(env.client.get("/api/user", headers=token_header(token)) for _ in range(12))
+        )
+        assert [answer.status_code for answer in answers] == [200] * 12
+        assert {answer.json()["user"]["username"] for answer in answers} == {"jake"}
+        assert reads == [user_id]
+
+        # A caller that goes away does not cancel the read the others wait for.
+        await profile_cache.forget(env.platform, user_id)
+        first = asyncio.ensure_future(profile_cache.profile(env.platform, user_id))
+        second = asyncio.ensure_future(profile_cache.profile(env.platform, user_id))
+        await asyncio.sleep(0.005)
+        first.cancel()
+        found = await second
+        assert found is not None
+        assert found.username == "jake"
+        assert reads == [user_id, user_id]
