@@ -206,6 +206,12 @@ def create_engine_for(url: str, settings: Settings, *, read_only: bool = False) 
         kwargs["connect_args"] = {"timeout": CONNECT_TIMEOUT_S, "command_timeout": 60}
     else:
         kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        # PostgreSQL's default, and what the modules are written for: each statement sees
+        # what has committed before it. Under InnoDB's default (REPEATABLE READ) a plain
+        # read keeps the transaction's first snapshot, so a row that a concurrent
+        # transaction inserted, and that this one's INSERT IGNORE then skipped, stayed
+        # invisible to it (ADR 0023).
+        kwargs["isolation_level"] = "READ COMMITTED"
     engine = create_async_engine(url, **kwargs)
     _ping_when_idle(engine)
     return engine

@@ -1,4 +1,4 @@
-"""The blog with the identity module, on SQLite and on PostgreSQL.
+"""The blog with the identity module, on SQLite, PostgreSQL and MariaDB.
 
 Users are registered through ``POST /api/users`` and act with the tokens it returns. The
 outbox relay does not run by itself here (``deliver_events`` runs it), so tests see both
@@ -103,7 +103,13 @@ class Blog:
         return article
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ]
+)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -112,7 +118,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     if backend == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'blog.db'}"
-    return str(request.getfixturevalue("postgres_url"))
+    fixture = {"postgresql": "postgres_url", "mariadb": "mariadb_url"}[backend]
+    return str(request.getfixturevalue(fixture))
 
 
 @pytest.fixture

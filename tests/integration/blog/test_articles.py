@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from tests.integration.blog.conftest import Blog
@@ -293,3 +294,27 @@ async def test_profile_changes_reach_articles_through_events(blog: Blog) -> None
     article = (await blog.client.get(f"/api/articles/{created['slug']}")).json()["article"]
     assert article["author"]["bio"] == "I write"
     assert article["author"]["image"] == "https://example.com/d.png"
+
+
+async def test_concurrent_first_articles_of_a_new_user(blog: Blog) -> None:
+    # The writer is known to the blog only by its token: every create seeds the author
+    # row, and each must see the row another one committed (InnoDB's REPEATABLE READ
+    # snapshot hid it: the article was written and the answer was 404).
+    writer = await blog.user()
+    answers = await asyncio.gather(
+        *(
+            blog.client.post(
+                "/api/articles",
+                json={
+                    "article": {"title": f"First words {index}", "description": "d", "body": "b"}
+                },
+                headers=writer.auth,
+            )
+            for index in range(6)
+        )
+    )
+    assert [answer.status_code for answer in answers] == [201] * 6, [
+        answer.text for answer in answers if answer.status_code != 201
+    ]
+    listed = await blog.client.get("/api/articles", params={"author": writer.username})
+    assert listed.json()["articlesCount"] == 6
