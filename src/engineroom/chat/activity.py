@@ -25,6 +25,7 @@ subscribe to; its subscribers do not join that presence.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 import weakref
@@ -70,6 +71,8 @@ logger = structlog.get_logger("engineroom.chat.activity")
 
 _TICK = 0.1
 """Seconds between checks of whether the transport still runs (and a scan is due)."""
+_WOKEN_SCAN_GAP = 0.05
+"""Least time between two scans woken by connections (a burst of connects is one scan)."""
 _START_GRACE = 120.0
 """A transport that has not started after this long never will (its start failed)."""
 _STATUS_READS = 16
@@ -256,6 +259,10 @@ class PresenceBoard:
         """``id()`` of the connection's principal -> device (an RPC knows only that)."""
         self._lock = asyncio.Lock()
         self._refreshed_at = time.monotonic()
+        self._woken = asyncio.Event()
+        # A connection that authenticates or ends wakes the scan at once: its device then
+        # shows on every process within moments, not only at the next periodic scan.
+        self._hub.on_users_changed(self._woken.set)
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -280,10 +287,15 @@ class PresenceBoard:
         next_scan = 0.0
         while find_runtime(platform) is runtime:
             now = time.monotonic()
-            if now >= next_scan:
+            woken = self._woken.is_set()
+            if woken or now >= next_scan:
+                self._woken.clear()
                 next_scan = now + self._scan_interval
                 await self._logged(self.sync())
-            await asyncio.sleep(_TICK)
+                if woken:
+                    await asyncio.sleep(_WOKEN_SCAN_GAP)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), _TICK)
         await self._logged(self.clear())
 
     async def _logged(self, work: Awaitable[None]) -> None:

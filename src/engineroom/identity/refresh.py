@@ -25,13 +25,12 @@ from engineroom.core.clock import new_id, utcnow
 from engineroom.core.platform import Platform
 from engineroom.identity import crypto, repository
 from engineroom.identity.config import identity_settings
-from engineroom.identity.models import RefreshToken, User
+from engineroom.identity.models import USER_AGENT_LENGTH, RefreshToken, User
 from engineroom.identity.tokens import issue_access_token
 
 REFRESH_PREFIX = "ert_"
 GRACE_PURPOSE = "refresh-grace"
 _REFRESH_BYTES = 32
-_USER_AGENT_LENGTH = 512
 # Built once, its compiled form cached: every login and refresh inserts one row.
 _INSERT = insert(cast(Table, RefreshToken.__table__))
 
@@ -130,7 +129,7 @@ async def issue_pair(
             "grace_pair": None,
             "scopes": scope_list,
             "ip": client.ip,
-            "user_agent": client.user_agent[:_USER_AGENT_LENGTH] if client.user_agent else None,
+            "user_agent": client.user_agent[:USER_AGENT_LENGTH] if client.user_agent else None,
         },
     )
     pair = TokenPair(

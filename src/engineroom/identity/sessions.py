@@ -31,7 +31,7 @@ from engineroom.core.platform import Platform
 from engineroom.identity.config import identity_settings
 from engineroom.identity.crypto import hash_token, new_token
 from engineroom.identity.csrf import check_csrf, csrf_token, new_csrf_secret
-from engineroom.identity.models import Role, RolePermission, User, UserRole
+from engineroom.identity.models import USER_AGENT_LENGTH, Role, RolePermission, User, UserRole
 from engineroom.identity.refresh import ClientInfo
 from engineroom.identity.session_store import SessionRecord, session_store, write_later
 
@@ -39,7 +39,6 @@ SECURE_COOKIE_NAME, PLAIN_COOKIE_NAME = SESSION_COOKIE_NAMES
 TOUCH_INTERVAL = timedelta(minutes=1)
 _TOKEN_BYTES = 32
 _MAX_TOKEN_LENGTH = 128
-_USER_AGENT_LENGTH = 512
 _IP_LENGTH = 45
 
 
@@ -101,7 +100,7 @@ async def start_session(
         idle_expires_at=min(expires_at, now + config.session_idle_timeout),
         csrf_secret=new_csrf_secret(),
         ip=client.ip[:_IP_LENGTH] if client.ip else None,
-        user_agent=client.user_agent[:_USER_AGENT_LENGTH] if client.user_agent else None,
+        user_agent=client.user_agent[:USER_AGENT_LENGTH] if client.user_agent else None,
     )
     await store.add(db, record)
     return NewSession(

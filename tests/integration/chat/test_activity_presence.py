@@ -108,6 +108,26 @@ async def test_a_new_connection_may_report_before_it_was_scanned(tmp_path: Path)
         await phone.disconnect()
 
 
+async def test_connections_that_open_and_end_show_without_waiting_for_a_scan(
+    tmp_path: Path,
+) -> None:
+    settings = settings_for(f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}", tmp_path)
+    # Periodic scans every minute: only the wake-up of a connect or a close can explain
+    # a status that changes within the wait.
+    async with world_on(settings, activity_settings(presence_scan_interval=60)) as world:
+        alice, bob = await world.person(), await world.person()
+        await asyncio.sleep(0.3)  # the first scan (right after start) is over
+        watcher = await connected(world, bob)
+        news = await following(watcher, alice)
+        phone = await connected(world, alice)
+        await status_becomes(world, bob, alice, "online")
+        await published(news, alice, "online")
+        await phone.disconnect()
+        await status_becomes(world, bob, alice, "offline")
+        await published(news, alice, "offline")
+        await watcher.disconnect()
+
+
 async def test_status_reports_are_checked(world: World) -> None:
     alice = await world.person()
     phone = await connected(world, alice)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -92,6 +92,7 @@ class Hub:
         self._channels: dict[str, _Channel] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._presence_task: asyncio.Task[None] | None = None
+        self._user_listeners: list[Callable[[], None]] = []
         self.accepting = False
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -131,8 +132,18 @@ class Hub:
         connection.open()
         return connection
 
+    def on_users_changed(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (synchronously: it must only take note) whenever a connection
+        authenticates or an authenticated one ends."""
+        self._user_listeners.append(listener)
+
+    def _users_changed(self) -> None:
+        for listener in self._user_listeners:
+            listener()
+
     def register_user(self, connection: Connection) -> None:
         self._users.setdefault(connection.user, set()).add(connection)
+        self._users_changed()
 
     def remove(self, connection: Connection) -> None:
         """Forget a connection that ended; clean its presence and leaves in the background."""
@@ -143,6 +154,7 @@ class Hub:
             users.discard(connection)
             if not users:
                 del self._users[connection.user]
+            self._users_changed()
         subscriptions = list(connection.subscriptions.values())
         connection.subscriptions.clear()
         for subscription in subscriptions:
