@@ -14,15 +14,10 @@ from engineroom.core.clock import utcnow
 from engineroom.identity import passwords
 from engineroom.identity.config import IdentitySettings
 from engineroom.identity.models import AuditEvent, RefreshToken, User
-from engineroom.settings import Settings
 from tests.support.identity import PASSWORD, IdentityApp, identity_app, login, register
 from tests.support.settings import settings_on
 
 TOKEN = "/api/v1/identity/token"
-
-
-def _settings(tmp_path: Path, url: str) -> Settings:
-    return settings_on(url, tmp_path)
 
 
 async def _races(env: IdentityApp, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,17 +54,19 @@ async def _races(env: IdentityApp, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (tokens, successes) == (1, 1)
 
 
-@pytest.mark.postgres
-async def test_login_races_on_postgresql(
-    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with identity_app(_settings(tmp_path, postgres_url)) as env:
-        await _races(env, monkeypatch)
+@pytest.fixture(
+    params=[
+        pytest.param("postgres_url", marks=pytest.mark.postgres, id="postgresql"),
+        pytest.param("mariadb_url", marks=pytest.mark.mariadb, id="mariadb"),
+    ]
+)
+def server_url(request: pytest.FixtureRequest) -> str:
+    """A fresh database on each server (its fixture creates and drops it)."""
+    return str(request.getfixturevalue(request.param))
 
 
-@pytest.mark.mariadb
-async def test_login_races_on_mariadb(
-    tmp_path: Path, mariadb_url: str, monkeypatch: pytest.MonkeyPatch
+async def test_login_races_on_servers(
+    tmp_path: Path, server_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with identity_app(_settings(tmp_path, mariadb_url)) as env:
+    async with identity_app(settings_on(server_url, tmp_path)) as env:
         await _races(env, monkeypatch)
